@@ -1,0 +1,291 @@
+//! [`EchoCache`]: callers wait for the value; concurrent misses share one load.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::{Core, Until};
+use crate::stats::incr;
+use crate::{BuildError, Clock, Entry, Error, Stats, Store, StoreError};
+
+/// The load timeout used when none is set: 30 seconds.
+pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A read-through cache: a hit returns the stored value, a miss runs the loader once for
+/// all concurrent callers of that key and stores its value.
+///
+/// `EchoCache` is cheap to clone (an `Arc` inside); clones share the store, the loads in
+/// flight and the counters.
+///
+/// # Examples
+///
+/// ```
+/// use echocache_core::{EchoCache, Entry, LockToken, Store, StoreError};
+/// # use std::{collections::HashMap, sync::Mutex, time::Duration};
+/// # #[derive(Default)]
+/// # struct MapStore(Mutex<HashMap<String, Entry<String>>>);
+/// # impl Store<String> for MapStore {
+/// #     async fn get(&self, key: &str) -> Result<Option<Entry<String>>, StoreError> { Ok(self.0.lock().unwrap().get(key).cloned()) }
+/// #     async fn set(&self, key: &str, entry: &Entry<String>) -> Result<(), StoreError> { self.0.lock().unwrap().insert(key.into(), entry.clone()); Ok(()) }
+/// #     async fn remove(&self, key: &str) -> Result<(), StoreError> { self.0.lock().unwrap().remove(key); Ok(()) }
+/// #     async fn try_lock(&self, _: &str, _: Duration) -> Result<Option<LockToken>, StoreError> { Ok(Some(LockToken::generate())) }
+/// #     async fn unlock(&self, _: &str, _: &LockToken) -> Result<(), StoreError> { Ok(()) }
+/// # }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Any `Store`; echocache-memory's `LruStore` is the usual one.
+/// let cache = EchoCache::new(MapStore::default());
+///
+/// let user = cache
+///     .fetch("user:42", || async { Ok::<_, std::io::Error>("Ada".to_string()) })
+///     .await
+///     .unwrap();
+/// assert_eq!(user, "Ada");
+///
+/// // A hit: the loader is not called.
+/// let again = cache
+///     .fetch("user:42", || async { unreachable!("cached") as Result<String, std::io::Error> })
+///     .await
+///     .unwrap();
+/// assert_eq!(again, "Ada");
+/// assert_eq!(cache.stats().hits, 1);
+/// # }
+/// ```
+pub struct EchoCache<V, S> {
+    core: Arc<Core<V, S>>,
+}
+
+// By hand: a derive would demand `S: Clone` and `V: Clone` of the handle.
+impl<V, S> Clone for EchoCache<V, S> {
+    fn clone(&self) -> Self {
+        Self {
+            core: Arc::clone(&self.core),
+        }
+    }
+}
+
+impl<V, S> fmt::Debug for EchoCache<V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EchoCache")
+            .field("load_timeout", &self.core.load_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
+    /// A cache over `store` with the default settings (load timeout 30 s, system clock).
+    pub fn new(store: S) -> Self {
+        Self {
+            core: Arc::new(Core::new(
+                store,
+                Clock::system(),
+                Some(DEFAULT_LOAD_TIMEOUT),
+            )),
+        }
+    }
+
+    /// A builder, to set the load timeout or the clock.
+    pub fn builder(store: S) -> EchoCacheBuilder<V, S> {
+        EchoCacheBuilder {
+            store,
+            load_timeout: Some(DEFAULT_LOAD_TIMEOUT),
+            clock: Clock::system(),
+            _value: PhantomData,
+        }
+    }
+
+    /// Returns the value for `key`, loading it once on a miss.
+    ///
+    /// On a hit the stored value is returned and `loader` is not called. On a miss the
+    /// loader of the first caller runs as its own task; every concurrent caller for the
+    /// same key waits for that one load and gets a clone of its value (or the same error).
+    /// The value is written to the store before the load ends. Errors are not cached: the
+    /// next fetch loads again.
+    ///
+    /// A store that fails or holds undecodable bytes counts the error in [`Stats`] and is
+    /// treated as a miss (the cache fails open).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Load`]: the loader's error, the same `Arc` for every waiter.
+    /// - [`Error::LoaderPanicked`]: the loader panicked (the cache stays usable).
+    /// - [`Error::Timeout`]: the load outlived the load timeout.
+    /// - [`Error::RecursiveLoad`]: the loader fetched its own key.
+    /// - [`Error::Aborted`]: the load's task was stopped (its runtime shut down).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future (a client went away, a `tokio::time::timeout` fired)
+    /// stops only this caller's wait: the load goes on for the others and its value is
+    /// stored.
+    ///
+    /// # Panics
+    ///
+    /// Never because of the loader. When a load timeout is set (the default) the tokio
+    /// runtime must have its timer enabled, as `#[tokio::main]` does.
+    pub async fn fetch<F, Fut, E>(&self, key: &str, loader: F) -> Result<V, Error<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let core = &self.core;
+        let epoch = core.flights.epoch();
+        match core.store.get(key).await {
+            Ok(Some(entry)) => {
+                core.stats.hits.incr();
+                return Ok(entry.value);
+            }
+            Ok(None) => {}
+            Err(e) => core.stats.store_error(&e),
+        }
+        incr(&core.stats.misses);
+        core.load(key, epoch, loader, |_| true, Until::Published)
+            .await
+    }
+
+    /// Reads the stored value for `key` without loading.
+    ///
+    /// # Errors
+    ///
+    /// The store's error, as is.
+    pub async fn get(&self, key: &str) -> Result<Option<V>, StoreError> {
+        Ok(self.core.store.get(key).await?.map(|entry| entry.value))
+    }
+
+    /// Writes `value` for `key`, written now.
+    ///
+    /// A load of `key` running meanwhile will not overwrite it.
+    ///
+    /// # Errors
+    ///
+    /// The store's error, as is.
+    pub async fn insert(&self, key: &str, value: V) -> Result<(), StoreError> {
+        self.core.flights.supersede(key);
+        let entry = Entry::new(value, self.core.clock.now());
+        self.core.store.set(key, &entry).await
+    }
+
+    /// Removes the entry for `key`; the next fetch loads.
+    ///
+    /// A load of `key` running meanwhile will not store its (possibly older) value.
+    ///
+    /// # Errors
+    ///
+    /// The store's error, as is.
+    pub async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
+        self.core.flights.supersede(key);
+        self.core.store.remove(key).await
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.core.stats.snapshot()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.core.store
+    }
+
+    /// How many loads are running now. Zero whenever no load runs: finished, failed,
+    /// panicked and abandoned loads leave nothing behind.
+    pub fn loads_in_flight(&self) -> usize {
+        self.core.flights.len()
+    }
+}
+
+/// Builds an [`EchoCache`] with non-default settings.
+///
+/// # Examples
+///
+/// ```
+/// # use echocache_core::{EchoCache, Entry, LockToken, Store, StoreError};
+/// # use std::time::Duration;
+/// # struct NoStore;
+/// # impl Store<u8> for NoStore {
+/// #     async fn get(&self, _: &str) -> Result<Option<Entry<u8>>, StoreError> { Ok(None) }
+/// #     async fn set(&self, _: &str, _: &Entry<u8>) -> Result<(), StoreError> { Ok(()) }
+/// #     async fn remove(&self, _: &str) -> Result<(), StoreError> { Ok(()) }
+/// #     async fn try_lock(&self, _: &str, _: Duration) -> Result<Option<LockToken>, StoreError> { Ok(Some(LockToken::generate())) }
+/// #     async fn unlock(&self, _: &str, _: &LockToken) -> Result<(), StoreError> { Ok(()) }
+/// # }
+/// let cache = EchoCache::builder(NoStore)
+///     .load_timeout(Duration::from_secs(2))
+///     .build()
+///     .expect("valid settings");
+/// # let _ = cache;
+/// let err = EchoCache::builder(NoStore).load_timeout(Duration::ZERO).build().unwrap_err();
+/// assert_eq!(err.to_string(), "invalid setting `load_timeout`: must be greater than zero");
+/// ```
+#[must_use]
+pub struct EchoCacheBuilder<V, S> {
+    store: S,
+    load_timeout: Option<Duration>,
+    clock: Clock,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V, S> fmt::Debug for EchoCacheBuilder<V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EchoCacheBuilder")
+            .field("load_timeout", &self.load_timeout)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCacheBuilder<V, S> {
+    /// Bounds every load: past it the load is stopped and its waiters get
+    /// [`Error::Timeout`].
+    ///
+    /// # Default
+    ///
+    /// [`DEFAULT_LOAD_TIMEOUT`] (30 s).
+    pub fn load_timeout(self, timeout: Duration) -> Self {
+        Self {
+            load_timeout: Some(timeout),
+            ..self
+        }
+    }
+
+    /// Lets loads run as long as they take.
+    pub fn no_load_timeout(self) -> Self {
+        Self {
+            load_timeout: None,
+            ..self
+        }
+    }
+
+    /// The clock that stamps entries' `written_at`.
+    ///
+    /// # Default
+    ///
+    /// [`Clock::system`].
+    pub fn clock(self, clock: impl Into<Clock>) -> Self {
+        Self {
+            clock: clock.into(),
+            ..self
+        }
+    }
+
+    /// Builds the cache.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidSetting`] for a zero load timeout.
+    pub fn build(self) -> Result<EchoCache<V, S>, BuildError> {
+        if self.load_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::InvalidSetting {
+                setting: "load_timeout",
+                reason: "must be greater than zero",
+            });
+        }
+        Ok(EchoCache {
+            core: Arc::new(Core::new(self.store, self.clock, self.load_timeout)),
+        })
+    }
+}

@@ -1,0 +1,141 @@
+//! [`Clock`]: the wall clock the caches and stores read, replaceable by a
+//! [`ManualClock`] in tests.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// The wall clock used for entry ages and TTLs.
+///
+/// [`Clock::system`] (the default) reads [`SystemTime::now`]. A [`ManualClock`] gives a
+/// clock that moves only when told, so that tests of staleness and expiry need no sleep.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use echocache_core::{Clock, ManualClock};
+///
+/// let manual = ManualClock::new(SystemTime::UNIX_EPOCH);
+/// let clock: Clock = manual.clock();
+/// manual.advance(Duration::from_secs(90));
+/// assert_eq!(clock.now(), SystemTime::UNIX_EPOCH + Duration::from_secs(90));
+/// ```
+#[derive(Clone, Default)]
+pub struct Clock(Source);
+
+#[derive(Clone, Default)]
+enum Source {
+    #[default]
+    System,
+    Manual(Arc<AtomicU64>),
+}
+
+impl Clock {
+    /// The system's wall clock.
+    pub fn system() -> Self {
+        Self(Source::System)
+    }
+
+    /// The current time.
+    #[inline]
+    pub fn now(&self) -> SystemTime {
+        match &self.0 {
+            Source::System => SystemTime::now(),
+            Source::Manual(nanos) => {
+                SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos.load(Ordering::Acquire))
+            }
+        }
+    }
+
+    /// Whether this is a manual (test) clock.
+    pub fn is_manual(&self) -> bool {
+        matches!(self.0, Source::Manual(_))
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Source::System => f.write_str("Clock::System"),
+            Source::Manual(_) => write!(f, "Clock::Manual({:?})", self.now()),
+        }
+    }
+}
+
+/// A clock that moves only when [`advance`](ManualClock::advance)d or
+/// [`set`](ManualClock::set): for tests of ages and TTLs without sleeping.
+///
+/// Clones share the same time. Times before the Unix epoch are clamped to it.
+#[derive(Clone)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A manual clock reading `start`.
+    pub fn new(start: SystemTime) -> Self {
+        let clock = Self(Arc::new(AtomicU64::new(0)));
+        clock.set(start);
+        clock
+    }
+
+    /// A [`Clock`] that reads this manual clock, to hand to a cache or a store.
+    pub fn clock(&self) -> Clock {
+        Clock(Source::Manual(Arc::clone(&self.0)))
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_add(by))
+            });
+    }
+
+    /// Sets the clock to `to`.
+    pub fn set(&self, to: SystemTime) {
+        let nanos = to
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.0.store(nanos, Ordering::Release);
+    }
+
+    /// The current time of this clock.
+    pub fn now(&self) -> SystemTime {
+        self.clock().now()
+    }
+}
+
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ManualClock").field(&self.now()).finish()
+    }
+}
+
+impl From<ManualClock> for Clock {
+    fn from(manual: ManualClock) -> Self {
+        manual.clock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let manual = ManualClock::new(start);
+        let clock = manual.clock();
+        assert_eq!(clock.now(), start);
+        manual.advance(Duration::from_millis(1500));
+        assert_eq!(clock.now(), start + Duration::from_millis(1500));
+        manual.set(SystemTime::UNIX_EPOCH - Duration::from_secs(5));
+        assert_eq!(clock.now(), SystemTime::UNIX_EPOCH);
+        assert!(clock.is_manual());
+        assert!(!Clock::system().is_manual());
+    }
+}

@@ -1,0 +1,363 @@
+//! [`LazyEchoCache`]: stale-while-revalidate. A stale value comes back at once and is
+//! refreshed in the background, one refresh per key, fleet-wide through the store's lock.
+
+mod builder;
+mod scheduler;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use builder::{
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER, DEFAULT_WORKERS, LazyEchoCacheBuilder,
+};
+
+use crate::core::{Core, Until};
+use crate::stats::incr;
+use crate::{Entry, Error, Stats, Store, StoreError};
+use scheduler::{Job, PendingMark, Scheduled, Scheduler};
+
+/// A stale-while-revalidate cache.
+///
+/// With `age` the time since an entry was written:
+///
+/// - `age < refresh_after`: a fresh hit, returned as is.
+/// - stale (`age ≥ refresh_after`, and below `expire_after` when set): the stale value is
+///   returned at once and one background refresh is queued for the key, unless one is
+///   already queued or running. A full queue drops the request (counted), never blocks.
+///   Before it runs, the refresh takes the store's lock for the key; if another process
+///   holds it the refresh is skipped. A failed refresh keeps the old value and is retried
+///   at a later stale hit.
+/// - missing, or `age ≥ expire_after`: the caller waits for a single-flight load, shared
+///   with any refresh of that key. If it fails and the old value is within
+///   `stale_if_error` past `expire_after`, the old value is returned.
+///
+/// Cheap to clone: clones share everything. Call [`shutdown`](Self::shutdown) to stop
+/// background refreshes gracefully; dropping the last clone also stops them once the
+/// running ones end.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use echocache_core::{LazyEchoCache, ManualClock};
+/// # use echocache_core::{Entry, LockToken, Store, StoreError};
+/// # use std::{collections::HashMap, sync::Mutex};
+/// # #[derive(Default)]
+/// # struct MapStore(Mutex<HashMap<String, Entry<&'static str>>>);
+/// # impl Store<&'static str> for MapStore {
+/// #     async fn get(&self, key: &str) -> Result<Option<Entry<&'static str>>, StoreError> { Ok(self.0.lock().unwrap().get(key).cloned()) }
+/// #     async fn set(&self, key: &str, entry: &Entry<&'static str>) -> Result<(), StoreError> { self.0.lock().unwrap().insert(key.into(), entry.clone()); Ok(()) }
+/// #     async fn remove(&self, key: &str) -> Result<(), StoreError> { self.0.lock().unwrap().remove(key); Ok(()) }
+/// #     async fn try_lock(&self, _: &str, _: Duration) -> Result<Option<LockToken>, StoreError> { Ok(Some(LockToken::generate())) }
+/// #     async fn unlock(&self, _: &str, _: &LockToken) -> Result<(), StoreError> { Ok(()) }
+/// # }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let clock = ManualClock::new(std::time::SystemTime::now());
+/// let cache = LazyEchoCache::builder(MapStore::default())
+///     .refresh_after(Duration::from_secs(60))
+///     .clock(clock.clone())
+///     .build()
+///     .unwrap();
+///
+/// let v = cache.fetch("config", || async { Ok::<_, std::io::Error>("v1") }).await.unwrap();
+/// assert_eq!(v, "v1");
+///
+/// clock.advance(Duration::from_secs(61)); // now stale
+/// let v = cache.fetch("config", || async { Ok::<_, std::io::Error>("v2") }).await.unwrap();
+/// assert_eq!(v, "v1", "the stale value comes back at once");
+///
+/// while cache.refreshes_pending() > 0 {
+///     tokio::task::yield_now().await; // the refresh runs in the background
+/// }
+/// assert_eq!(cache.get("config").await.unwrap(), Some("v2"));
+/// cache.shutdown().await;
+/// # }
+/// ```
+pub struct LazyEchoCache<V, S> {
+    inner: Arc<Inner<V, S>>,
+}
+
+struct Inner<V, S> {
+    core: Arc<Core<V, S>>,
+    refresh_after: Duration,
+    expire_after: Option<Duration>,
+    stale_if_error: Option<Duration>,
+    lock_ttl: Duration,
+    scheduler: Scheduler,
+}
+
+impl<V, S> Clone for LazyEchoCache<V, S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<V, S> fmt::Debug for LazyEchoCache<V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LazyEchoCache")
+            .field("refresh_after", &self.inner.refresh_after)
+            .field("expire_after", &self.inner.expire_after)
+            .field("stale_if_error", &self.inner.stale_if_error)
+            .field("load_timeout", &self.inner.core.load_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an entry stands at a given age.
+enum Freshness {
+    Fresh,
+    Stale,
+    Expired,
+}
+
+impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
+    /// A builder; see [`LazyEchoCacheBuilder`] for the settings and their defaults.
+    pub fn builder(store: S) -> LazyEchoCacheBuilder<V, S> {
+        LazyEchoCacheBuilder::new(store)
+    }
+
+    fn freshness(&self, age: Duration, refresh_after: Duration) -> Freshness {
+        if self.inner.expire_after.is_some_and(|expire| age >= expire) {
+            Freshness::Expired
+        } else if age < refresh_after {
+            Freshness::Fresh
+        } else {
+            Freshness::Stale
+        }
+    }
+
+    /// Returns the value for `key`: fresh or stale at once, loading only when it is
+    /// missing or expired.
+    ///
+    /// A stale hit schedules one background refresh with `loader`; see the type's docs
+    /// for the whole rule.
+    ///
+    /// # Errors
+    ///
+    /// As [`EchoCache::fetch`](crate::EchoCache::fetch), only when the caller had to wait
+    /// for a load (missing or expired entry) and no old value within `stale_if_error`
+    /// could stand in. Background refresh failures are never returned: they are counted.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops only this caller's wait; loads and refreshes go on.
+    pub async fn fetch<F, Fut, E>(&self, key: &str, loader: F) -> Result<V, Error<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        self.fetch_with_refresh_after(key, self.inner.refresh_after, loader)
+            .await
+    }
+
+    /// As [`fetch`](Self::fetch), with this call's own `refresh_after` (like the Go
+    /// original's per-call interval). `expire_after` still applies.
+    ///
+    /// # Errors
+    ///
+    /// As [`fetch`](Self::fetch).
+    pub async fn fetch_with_refresh_after<F, Fut, E>(
+        &self,
+        key: &str,
+        refresh_after: Duration,
+        loader: F,
+    ) -> Result<V, Error<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let core = &self.inner.core;
+        let epoch = core.flights.epoch();
+        let old = match core.store.get(key).await {
+            Ok(Some(entry)) => {
+                let age = entry.age(core.clock.now());
+                match self.freshness(age, refresh_after) {
+                    Freshness::Fresh => {
+                        core.stats.hits.incr();
+                        return Ok(entry.value);
+                    }
+                    Freshness::Stale => {
+                        core.stats.stale_hits.incr();
+                        self.schedule(key, refresh_after, loader);
+                        return Ok(entry.value);
+                    }
+                    Freshness::Expired => Some(entry),
+                }
+            }
+            Ok(None) => None,
+            Err(e) => {
+                core.stats.store_error(&e);
+                None
+            }
+        };
+        incr(&core.stats.misses);
+        let accept = |entry: &Entry<V>| {
+            matches!(
+                self.freshness(entry.age(core.clock.now()), refresh_after),
+                Freshness::Fresh
+            )
+        };
+        match core
+            .load(key, epoch, loader, accept, Until::Published)
+            .await
+        {
+            Ok(value) => Ok(value),
+            Err(err) => match (old, self.inner.expire_after, self.inner.stale_if_error) {
+                (Some(old), Some(expire), Some(grace))
+                    if old.age(core.clock.now()) < expire.saturating_add(grace) =>
+                {
+                    incr(&core.stats.stale_if_error_served);
+                    Ok(old.value)
+                }
+                _ => Err(err),
+            },
+        }
+    }
+
+    fn schedule<F, Fut, E>(&self, key: &str, refresh_after: Duration, loader: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let core = &self.inner.core;
+        let lock_ttl = self.inner.lock_ttl;
+        let outcome = self.inner.scheduler.schedule(key, |mark| {
+            let core = Arc::clone(core);
+            let job: Job =
+                Box::new(move || Box::pin(refresh(core, mark, lock_ttl, refresh_after, loader)));
+            job
+        });
+        if outcome == Scheduled::QueueFull {
+            incr(&core.stats.refreshes_dropped);
+        }
+    }
+
+    /// Reads the stored value for `key` without loading, whatever its age (an entry past
+    /// `expire_after` reads as `None`).
+    ///
+    /// # Errors
+    ///
+    /// The store's error, as is.
+    pub async fn get(&self, key: &str) -> Result<Option<V>, StoreError> {
+        let core = &self.inner.core;
+        Ok(core.store.get(key).await?.and_then(|entry| {
+            let age = entry.age(core.clock.now());
+            match self.freshness(age, self.inner.refresh_after) {
+                Freshness::Expired => None,
+                _ => Some(entry.value),
+            }
+        }))
+    }
+
+    /// Writes `value` for `key`, written now. A load of `key` running meanwhile will not
+    /// overwrite it.
+    ///
+    /// # Errors
+    ///
+    /// The store's error, as is.
+    pub async fn insert(&self, key: &str, value: V) -> Result<(), StoreError> {
+        let core = &self.inner.core;
+        core.flights.supersede(key);
+        core.store
+            .set(key, &Entry::new(value, core.clock.now()))
+            .await
+    }
+
+    /// Removes the entry for `key`. A load of `key` running meanwhile will not store its
+    /// value.
+    ///
+    /// # Errors
+    ///
+    /// The store's error, as is.
+    pub async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
+        let core = &self.inner.core;
+        core.flights.supersede(key);
+        core.store.remove(key).await
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.core.stats.snapshot()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.inner.core.store
+    }
+
+    /// How many loads (foreground or background) are running now.
+    pub fn loads_in_flight(&self) -> usize {
+        self.inner.core.flights.len()
+    }
+
+    /// How many keys have a refresh queued or running.
+    pub fn refreshes_pending(&self) -> usize {
+        self.inner.scheduler.pending_len()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.scheduler.is_shut_down()
+    }
+
+    /// Stops background refreshes: no new refresh is scheduled, queued ones are dropped,
+    /// and this waits for the running ones to end (each is bounded by `load_timeout`).
+    ///
+    /// Idempotent. Afterwards `fetch` still serves: stale values are returned (without a
+    /// refresh) and misses load in the foreground.
+    pub async fn shutdown(&self) {
+        self.inner.scheduler.shutdown().await;
+    }
+}
+
+/// One background refresh: the store's lock, a second look, the shared load, the unlock.
+async fn refresh<V, S, F, Fut, E>(
+    core: Arc<Core<V, S>>,
+    mark: PendingMark,
+    lock_ttl: Duration,
+    refresh_after: Duration,
+    loader: F,
+) where
+    V: Clone + Send + Sync + 'static,
+    S: Store<V>,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<V, E>> + Send + 'static,
+    E: Send + Sync + 'static,
+{
+    let key = mark.key();
+    let token = match core.store.try_lock(key, lock_ttl).await {
+        Ok(Some(token)) => token,
+        Ok(None) => {
+            incr(&core.stats.refreshes_locked_out);
+            return;
+        }
+        Err(e) => {
+            core.stats.store_error(&e);
+            incr(&core.stats.refresh_errors);
+            return;
+        }
+    };
+    // Another process may have refreshed the key while this one waited in the queue.
+    let epoch = core.flights.epoch();
+    let is_fresh = |entry: &Entry<V>| entry.age(core.clock.now()) < refresh_after;
+    let already_fresh = matches!(core.store.get(key).await, Ok(Some(ref e)) if is_fresh(e));
+    if !already_fresh {
+        match core.load(key, epoch, loader, is_fresh, Until::Stored).await {
+            Ok(_) => incr(&core.stats.refreshes),
+            Err(_) => incr(&core.stats.refresh_errors),
+        }
+    }
+    if let Err(e) = core.store.unlock(key, &token).await {
+        core.stats.store_error(&e);
+    }
+    drop(mark);
+}

@@ -1,0 +1,251 @@
+//! [`LazyEchoCacheBuilder`]: settings, their defaults, and their validation.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::scheduler::Scheduler;
+use super::{Inner, LazyEchoCache};
+use crate::cache::DEFAULT_LOAD_TIMEOUT;
+use crate::core::Core;
+use crate::{BuildError, Clock, Store};
+
+/// Default age at which a hit becomes stale: 1 minute.
+pub const DEFAULT_REFRESH_AFTER: Duration = Duration::from_secs(60);
+/// Default capacity of the refresh queue: 1000 requests.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1000;
+/// Default number of refreshes running at once: 4.
+pub const DEFAULT_WORKERS: usize = 4;
+
+/// Builds a [`LazyEchoCache`]. Setters only record; [`build`](Self::build) checks every
+/// setting at once and names the first one that cannot work.
+///
+/// # Examples
+///
+/// ```
+/// # use echocache_core::{Entry, LockToken, Store, StoreError, LazyEchoCache};
+/// # use std::time::Duration;
+/// # struct NoStore;
+/// # impl Store<u8> for NoStore {
+/// #     async fn get(&self, _: &str) -> Result<Option<Entry<u8>>, StoreError> { Ok(None) }
+/// #     async fn set(&self, _: &str, _: &Entry<u8>) -> Result<(), StoreError> { Ok(()) }
+/// #     async fn remove(&self, _: &str) -> Result<(), StoreError> { Ok(()) }
+/// #     async fn try_lock(&self, _: &str, _: Duration) -> Result<Option<LockToken>, StoreError> { Ok(Some(LockToken::generate())) }
+/// #     async fn unlock(&self, _: &str, _: &LockToken) -> Result<(), StoreError> { Ok(()) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = LazyEchoCache::builder(NoStore)
+///     .refresh_after(Duration::from_secs(30))
+///     .expire_after(Duration::from_secs(600))
+///     .stale_if_error(Duration::from_secs(3600))
+///     .load_timeout(Duration::from_secs(5))
+///     .queue_capacity(10_000)
+///     .workers(8)
+///     .build()
+///     .expect("valid settings");
+/// # drop(cache);
+///
+/// let err = LazyEchoCache::builder(NoStore)
+///     .refresh_after(Duration::from_secs(600))
+///     .expire_after(Duration::from_secs(60))
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid setting `refresh_after`: must be below expire_after"
+/// );
+/// # }
+/// ```
+#[must_use]
+pub struct LazyEchoCacheBuilder<V, S> {
+    store: S,
+    refresh_after: Duration,
+    expire_after: Option<Duration>,
+    stale_if_error: Option<Duration>,
+    load_timeout: Duration,
+    queue_capacity: usize,
+    workers: usize,
+    clock: Clock,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<V, S> fmt::Debug for LazyEchoCacheBuilder<V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LazyEchoCacheBuilder")
+            .field("refresh_after", &self.refresh_after)
+            .field("expire_after", &self.expire_after)
+            .field("stale_if_error", &self.stale_if_error)
+            .field("load_timeout", &self.load_timeout)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("workers", &self.workers)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(setting: &'static str, reason: &'static str) -> BuildError {
+    BuildError::InvalidSetting { setting, reason }
+}
+
+impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCacheBuilder<V, S> {
+    pub(super) fn new(store: S) -> Self {
+        Self {
+            store,
+            refresh_after: DEFAULT_REFRESH_AFTER,
+            expire_after: None,
+            stale_if_error: None,
+            load_timeout: DEFAULT_LOAD_TIMEOUT,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            workers: DEFAULT_WORKERS,
+            clock: Clock::system(),
+            _value: PhantomData,
+        }
+    }
+
+    /// The age at which a hit becomes stale and schedules a background refresh. Zero makes
+    /// every hit stale (always revalidate).
+    ///
+    /// # Default
+    ///
+    /// [`DEFAULT_REFRESH_AFTER`] (1 minute).
+    pub fn refresh_after(self, age: Duration) -> Self {
+        Self {
+            refresh_after: age,
+            ..self
+        }
+    }
+
+    /// A hard bound: entries this old are never served; `fetch` waits for a load.
+    ///
+    /// # Default
+    ///
+    /// None: entries are served until the store drops them.
+    pub fn expire_after(self, age: Duration) -> Self {
+        Self {
+            expire_after: Some(age),
+            ..self
+        }
+    }
+
+    /// Past `expire_after`, when the blocking load fails, serve the old value for up to
+    /// `window` more instead of the error. Needs `expire_after`.
+    ///
+    /// # Default
+    ///
+    /// None: the error is returned.
+    pub fn stale_if_error(self, window: Duration) -> Self {
+        Self {
+            stale_if_error: Some(window),
+            ..self
+        }
+    }
+
+    /// Bounds every load, foreground or background.
+    ///
+    /// # Default
+    ///
+    /// 30 seconds.
+    pub fn load_timeout(self, timeout: Duration) -> Self {
+        Self {
+            load_timeout: timeout,
+            ..self
+        }
+    }
+
+    /// How many refresh requests may wait; beyond it they are dropped and counted.
+    ///
+    /// # Default
+    ///
+    /// [`DEFAULT_QUEUE_CAPACITY`] (1000).
+    pub fn queue_capacity(self, capacity: usize) -> Self {
+        Self {
+            queue_capacity: capacity,
+            ..self
+        }
+    }
+
+    /// How many background refreshes may run at once.
+    ///
+    /// # Default
+    ///
+    /// [`DEFAULT_WORKERS`] (4).
+    pub fn workers(self, workers: usize) -> Self {
+        Self { workers, ..self }
+    }
+
+    /// The clock for ages and `written_at`.
+    ///
+    /// # Default
+    ///
+    /// [`Clock::system`].
+    pub fn clock(self, clock: impl Into<Clock>) -> Self {
+        Self {
+            clock: clock.into(),
+            ..self
+        }
+    }
+
+    /// Builds the cache and starts its refresh dispatcher on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// - [`BuildError::InvalidSetting`]: zero `queue_capacity`, `workers`, `load_timeout`,
+    ///   `expire_after` or `stale_if_error`; `refresh_after` not below `expire_after`;
+    ///   `stale_if_error` without `expire_after`; a capacity or worker count too large.
+    /// - [`BuildError::NoRuntime`]: called outside a tokio runtime.
+    pub fn build(self) -> Result<LazyEchoCache<V, S>, BuildError> {
+        if self.queue_capacity == 0 {
+            return Err(invalid("queue_capacity", "must be at least 1"));
+        }
+        if self.queue_capacity > Semaphore::MAX_PERMITS {
+            return Err(invalid("queue_capacity", "too large"));
+        }
+        if self.workers == 0 {
+            return Err(invalid("workers", "must be at least 1"));
+        }
+        let workers = u32::try_from(self.workers)
+            .ok()
+            .filter(|&w| (w as usize) <= Semaphore::MAX_PERMITS)
+            .ok_or_else(|| invalid("workers", "too large"))?;
+        if self.load_timeout.is_zero() {
+            return Err(invalid("load_timeout", "must be greater than zero"));
+        }
+        if let Some(expire) = self.expire_after {
+            if expire.is_zero() {
+                return Err(invalid("expire_after", "must be greater than zero"));
+            }
+            if self.refresh_after >= expire {
+                return Err(invalid("refresh_after", "must be below expire_after"));
+            }
+        }
+        match (self.stale_if_error, self.expire_after) {
+            (Some(window), _) if window.is_zero() => {
+                return Err(invalid("stale_if_error", "must be greater than zero"));
+            }
+            (Some(_), None) => {
+                return Err(invalid("stale_if_error", "needs expire_after"));
+            }
+            _ => {}
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        // The lock must outlive the load and the write that follows it.
+        let margin =
+            (self.load_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        let lock_ttl = self.load_timeout.saturating_add(margin);
+        let core = Core::new(self.store, self.clock, Some(self.load_timeout));
+        Ok(LazyEchoCache {
+            inner: Arc::new(Inner {
+                core: Arc::new(core),
+                refresh_after: self.refresh_after,
+                expire_after: self.expire_after,
+                stale_if_error: self.stale_if_error,
+                lock_ttl,
+                scheduler: Scheduler::start(&runtime, self.queue_capacity, workers),
+            }),
+        })
+    }
+}

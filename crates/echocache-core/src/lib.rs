@@ -1,0 +1,42 @@
+#![cfg_attr(docsrs, feature(doc_cfg))]
+//! The core of [echocache](https://docs.rs/echocache): the [`Store`] trait, [`Entry`],
+//! errors, [`Stats`], a cancellation-safe and panic-safe single-flight, and the two caches
+//! built on them:
+//!
+//! - [`EchoCache`]: callers wait for the value; concurrent misses of one key share one
+//!   load, which runs as its own task and is stored even if every caller goes away.
+//! - [`LazyEchoCache`]: stale-while-revalidate; a stale value comes back at once and is
+//!   refreshed in the background (bounded queue, one refresh per key, concurrent workers,
+//!   a cross-process lock through the store, graceful shutdown).
+//!
+//! Stores live in their own crates (`echocache-memory`, `echocache-redis`,
+//! `echocache-nats`); most users depend on the `echocache` facade instead of this crate.
+//!
+//! # Cargo features
+//!
+//! | Feature | Default | Description |
+//! |---|---|---|
+//! | `codec` | no | the versioned envelope and codecs (MessagePack, JSON) remote stores share |
+//! | `test-util` | no | the `Store` conformance suite and test stores |
+
+mod cache;
+mod clock;
+mod core;
+mod entry;
+mod error;
+mod flight;
+mod lazy;
+mod recursion;
+mod stats;
+mod store;
+
+pub use cache::{DEFAULT_LOAD_TIMEOUT, EchoCache, EchoCacheBuilder};
+pub use clock::{Clock, ManualClock};
+pub use entry::Entry;
+pub use error::{BuildError, Error, StoreError};
+pub use lazy::{
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER, DEFAULT_WORKERS, LazyEchoCache,
+    LazyEchoCacheBuilder,
+};
+pub use stats::Stats;
+pub use store::{LockToken, Store};

@@ -1,0 +1,165 @@
+//! The [`Store`] trait every backend implements, and [`LockToken`].
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crate::{Entry, StoreError};
+
+/// Where a cache keeps its entries: in memory, in Redis, in NATS, or anywhere else.
+///
+/// A store maps a key to an [`Entry`] and offers an owner-token lock per key, which
+/// [`LazyEchoCache`](crate::LazyEchoCache) takes before a background refresh so that one
+/// refresh per key runs across every process sharing the store. In-memory stores grant the
+/// lock at once: within one process the single-flight and the pending set already dedupe.
+///
+/// Stores add their own namespacing (prefixes); the key given here is the caller's raw key.
+///
+/// # Implementing a store
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use std::time::Duration;
+/// use echocache_core::{Entry, LockToken, Store, StoreError};
+///
+/// /// A tiny unbounded store, for illustration.
+/// #[derive(Default)]
+/// struct MapStore(Mutex<HashMap<String, Entry<u64>>>);
+///
+/// impl Store<u64> for MapStore {
+///     async fn get(&self, key: &str) -> Result<Option<Entry<u64>>, StoreError> {
+///         Ok(self.0.lock().unwrap().get(key).cloned())
+///     }
+///     async fn set(&self, key: &str, entry: &Entry<u64>) -> Result<(), StoreError> {
+///         self.0.lock().unwrap().insert(key.to_owned(), entry.clone());
+///         Ok(())
+///     }
+///     async fn remove(&self, key: &str) -> Result<(), StoreError> {
+///         self.0.lock().unwrap().remove(key);
+///         Ok(())
+///     }
+///     async fn try_lock(&self, _key: &str, _ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+///         Ok(Some(LockToken::generate()))
+///     }
+///     async fn unlock(&self, _key: &str, _token: &LockToken) -> Result<(), StoreError> {
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = echocache_core::EchoCache::new(MapStore::default());
+/// let value = cache.fetch("answer", || async { Ok::<_, std::io::Error>(42) }).await.unwrap();
+/// assert_eq!(value, 42);
+/// # }
+/// ```
+pub trait Store<V>: Send + Sync + 'static {
+    /// Reads the entry for `key`, or `None` when there is none (or it has expired).
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Entry<V>>, StoreError>> + Send;
+
+    /// Writes `entry` for `key`, replacing any previous entry.
+    fn set(
+        &self,
+        key: &str,
+        entry: &Entry<V>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes the entry for `key`; removing a missing key is not an error.
+    fn remove(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Tries to take the refresh lock for `key` for at most `ttl`.
+    ///
+    /// Returns the owner's token when the lock was taken, `None` when another owner holds
+    /// it. The lock must expire by itself after `ttl`, so a crashed owner cannot block the
+    /// key for ever.
+    fn try_lock(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<LockToken>, StoreError>> + Send;
+
+    /// Releases the refresh lock for `key` if, and only if, `token` still owns it.
+    ///
+    /// Releasing a lock that expired or that another owner took since is not an error and
+    /// leaves the other owner's lock in place.
+    fn unlock(
+        &self,
+        key: &str,
+        token: &LockToken,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The opaque token that proves ownership of a refresh lock.
+///
+/// # Examples
+///
+/// ```
+/// use echocache_core::LockToken;
+///
+/// let a = LockToken::generate();
+/// let b = LockToken::generate();
+/// assert_ne!(a, b);
+/// assert_eq!(LockToken::new("owner-1").as_str(), "owner-1");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct LockToken(String);
+
+impl LockToken {
+    /// Wraps a token string, for stores that read tokens back from their backend.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// Makes a fresh token: 32 hexadecimal characters, unique within the process and
+    /// unpredictable across processes (seeded from the operating system's randomness).
+    pub fn generate() -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let mut words = [0u64; 2];
+        for (i, word) in words.iter_mut().enumerate() {
+            // Each RandomState carries fresh random keys.
+            let mut hasher = RandomState::new().build_hasher();
+            hasher.write_u64(count);
+            hasher.write_u128(nanos);
+            hasher.write_u32(std::process::id());
+            hasher.write_usize(i);
+            *word = hasher.finish();
+        }
+        Self(format!("{:016x}{:016x}", words[0], words[1]))
+    }
+
+    /// The token as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for LockToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("LockToken").field(&self.0).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn generated_tokens_are_distinct_hex() {
+        let tokens: HashSet<_> = (0..10_000).map(|_| LockToken::generate()).collect();
+        assert_eq!(tokens.len(), 10_000);
+        for token in tokens.iter().take(10) {
+            assert_eq!(token.as_str().len(), 32);
+            assert!(token.as_str().chars().all(|c| c.is_ascii_hexdigit()));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! echocache memory store (in progress).

@@ -1,0 +1,1 @@
+//! echocache nats store (in progress).

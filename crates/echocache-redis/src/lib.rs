@@ -1,0 +1,1 @@
+//! echocache redis store (in progress).

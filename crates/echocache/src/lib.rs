@@ -1,0 +1,1 @@
+//! echocache facade (in progress).
