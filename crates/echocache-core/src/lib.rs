@@ -21,6 +21,9 @@
 
 mod cache;
 mod clock;
+#[cfg(feature = "codec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
+pub mod codec;
 mod core;
 mod entry;
 mod error;
@@ -29,6 +32,9 @@ mod lazy;
 mod recursion;
 mod stats;
 mod store;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
 
 pub use cache::{DEFAULT_LOAD_TIMEOUT, EchoCache, EchoCacheBuilder};
 pub use clock::{Clock, ManualClock};

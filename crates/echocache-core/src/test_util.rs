@@ -1,0 +1,272 @@
+//! Test helpers (feature `test-util`): the [`Store`] conformance checks every backend runs
+//! from its `tests/conformance.rs`, and small stores for tests of the caches.
+//!
+//! The checks assert with `assert!`: they are meant for test code only.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use crate::{Entry, LockToken, Store, StoreError};
+
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH
+        + Duration::from_secs(1_700_000_000 + secs)
+        + Duration::from_nanos(123_456_789)
+}
+
+/// Checks get / set / remove on an empty `store`, using keys that start with `ns`.
+///
+/// `written_at` must round-trip to the millisecond at least.
+pub async fn check_data_ops<S: Store<String>>(store: &S, ns: &str) {
+    let k1 = format!("{ns}conf-a");
+    let k2 = format!("{ns}conf-b");
+    assert!(
+        store.get(&k1).await.expect("get missing").is_none(),
+        "a missing key reads as None"
+    );
+    store
+        .set(&k1, &Entry::new("one".into(), at(1)))
+        .await
+        .expect("set");
+    let got = store
+        .get(&k1)
+        .await
+        .expect("get")
+        .expect("the entry just set");
+    assert_eq!(got.value, "one");
+    let skew = got
+        .written_at
+        .duration_since(at(1))
+        .unwrap_or_else(|e| e.duration());
+    assert!(
+        skew < Duration::from_millis(1),
+        "written_at round-trips: {skew:?} off"
+    );
+    assert!(
+        store.get(&k2).await.expect("get other").is_none(),
+        "keys are distinct"
+    );
+    store
+        .set(&k1, &Entry::new("two".into(), at(2)))
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        store.get(&k1).await.expect("get").expect("entry").value,
+        "two"
+    );
+    store.remove(&k1).await.expect("remove");
+    assert!(
+        store.get(&k1).await.expect("get removed").is_none(),
+        "a removed key reads as None"
+    );
+    store
+        .remove(&k1)
+        .await
+        .expect("removing a missing key is not an error");
+    let odd = format!("{ns}spaces and * > . : ünï/\u{2603}");
+    store
+        .set(&odd, &Entry::new("odd".into(), at(3)))
+        .await
+        .expect("set odd key");
+    assert_eq!(
+        store
+            .get(&odd)
+            .await
+            .expect("get odd")
+            .expect("odd entry")
+            .value,
+        "odd"
+    );
+    store.remove(&odd).await.expect("remove odd");
+}
+
+/// Checks that the lock excludes: a second `try_lock` fails while held, `unlock` with a
+/// foreign token leaves it, `unlock` with the owner's token frees it.
+pub async fn check_exclusive_lock<S: Store<String>>(store: &S, ns: &str) {
+    let key = format!("{ns}conf-lock");
+    let ttl = Duration::from_secs(30);
+    let token = store
+        .try_lock(&key, ttl)
+        .await
+        .expect("lock")
+        .expect("free lock is granted");
+    assert!(
+        store
+            .try_lock(&key, ttl)
+            .await
+            .expect("lock again")
+            .is_none(),
+        "a held lock is refused"
+    );
+    store
+        .unlock(&key, &LockToken::new("not-the-owner"))
+        .await
+        .expect("foreign unlock is not an error");
+    assert!(
+        store
+            .try_lock(&key, ttl)
+            .await
+            .expect("lock again")
+            .is_none(),
+        "a foreign unlock leaves the lock"
+    );
+    store.unlock(&key, &token).await.expect("unlock");
+    let again = store
+        .try_lock(&key, ttl)
+        .await
+        .expect("relock")
+        .expect("a released lock is granted");
+    store.unlock(&key, &again).await.expect("unlock");
+    store
+        .unlock(&key, &again)
+        .await
+        .expect("unlocking twice is not an error");
+    // Locks and data don't share a namespace (Go bugs 21, 24).
+    assert!(
+        store.get(&key).await.expect("get").is_none(),
+        "a lock is not an entry"
+    );
+}
+
+/// Checks that the lock is granted at once, as in-memory stores do.
+pub async fn check_granting_lock<S: Store<String>>(store: &S, ns: &str) {
+    let key = format!("{ns}conf-lock");
+    let a = store
+        .try_lock(&key, Duration::from_secs(1))
+        .await
+        .expect("lock")
+        .expect("granted");
+    let b = store
+        .try_lock(&key, Duration::from_secs(1))
+        .await
+        .expect("lock")
+        .expect("granted again");
+    store.unlock(&key, &a).await.expect("unlock");
+    store.unlock(&key, &b).await.expect("unlock");
+}
+
+/// An unbounded in-memory store that counts operations and can be told to fail.
+#[derive(Clone, Default)]
+pub struct TestStore<V> {
+    map: Arc<Mutex<HashMap<String, Entry<V>>>>,
+    locks: Arc<Mutex<HashMap<String, LockToken>>>,
+    fail: Arc<AtomicBool>,
+    corrupt: Arc<AtomicBool>,
+    /// Number of `get` calls.
+    pub gets: Arc<AtomicUsize>,
+    /// Number of `set` calls.
+    pub sets: Arc<AtomicUsize>,
+}
+
+impl<V> std::fmt::Debug for TestStore<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestStore").finish_non_exhaustive()
+    }
+}
+
+impl<V: Clone> TestStore<V> {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self {
+            map: Arc::default(),
+            locks: Arc::default(),
+            fail: Arc::default(),
+            corrupt: Arc::default(),
+            gets: Arc::default(),
+            sets: Arc::default(),
+        }
+    }
+
+    /// Makes every operation fail with a backend error (or stop failing).
+    pub fn set_failing(&self, fail: bool) {
+        self.fail.store(fail, Ordering::SeqCst);
+    }
+
+    /// Makes every `get` of a present key fail with a decode error (or stop).
+    pub fn set_corrupt(&self, corrupt: bool) {
+        self.corrupt.store(corrupt, Ordering::SeqCst);
+    }
+
+    /// Writes an entry directly, e.g. with an old `written_at`.
+    pub fn put(&self, key: &str, entry: Entry<V>) {
+        self.map.lock().unwrap().insert(key.to_owned(), entry);
+    }
+
+    /// Reads an entry directly.
+    pub fn peek(&self, key: &str) -> Option<Entry<V>> {
+        self.map.lock().unwrap().get(key).cloned()
+    }
+
+    /// Takes the lock for `key` as another process would.
+    pub fn hold_lock(&self, key: &str) -> LockToken {
+        let token = LockToken::generate();
+        self.locks
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), token.clone());
+        token
+    }
+
+    /// Whether the lock for `key` is held.
+    pub fn is_locked(&self, key: &str) -> bool {
+        self.locks.lock().unwrap().contains_key(key)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            Err(StoreError::backend_msg("test store is failing"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> Store<V> for TestStore<V> {
+    async fn get(&self, key: &str) -> Result<Option<Entry<V>>, StoreError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        let entry = self.map.lock().unwrap().get(key).cloned();
+        if entry.is_some() && self.corrupt.load(Ordering::SeqCst) {
+            return Err(StoreError::decode_msg("test store holds corrupt bytes"));
+        }
+        Ok(entry)
+    }
+
+    async fn set(&self, key: &str, entry: &Entry<V>) -> Result<(), StoreError> {
+        self.sets.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        self.map
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), entry.clone());
+        Ok(())
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.map.lock().unwrap().remove(key);
+        Ok(())
+    }
+
+    async fn try_lock(&self, key: &str, _ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+        self.check()?;
+        let mut locks = self.locks.lock().unwrap();
+        if locks.contains_key(key) {
+            return Ok(None);
+        }
+        let token = LockToken::generate();
+        locks.insert(key.to_owned(), token.clone());
+        Ok(Some(token))
+    }
+
+    async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
+        self.check()?;
+        let mut locks = self.locks.lock().unwrap();
+        if locks.get(key) == Some(token) {
+            locks.remove(key);
+        }
+        Ok(())
+    }
+}
