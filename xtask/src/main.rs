@@ -1,1 +1,111 @@
-fn main() {}
+//! `cargo xtask`: the project's own commands.
+//!
+//! - `cargo xtask test`: finds or starts Redis and NATS (with JetStream), then runs every
+//!   test of the workspace, including the `#[ignore]`d ones that need those servers.
+//! - `cargo xtask ci`: `cargo fmt --check`, clippy with `-D warnings`, rustdoc with
+//!   `-D warnings`, then `cargo xtask test`.
+
+mod services;
+
+use std::process::{Command, ExitCode};
+
+use services::{Nats, Redis, Service};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test    find or start Redis and NATS, then run every test (including #[ignore]d ones)
+  ci      fmt check, clippy -D warnings, rustdoc -D warnings, then `test`
+  services  find or start Redis and NATS, print their URLs, and keep them up until Ctrl-C";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("ci") => ci(),
+        Some("services") => services_only(),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `cargo` with `args` (and extra environment), failing with a message on a non-zero
+/// exit.
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .status()
+        .map_err(|e| format!("could not run {cargo}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn start_services() -> Result<(Service, Service), String> {
+    let redis = Redis::find_or_start()?;
+    eprintln!("xtask: Redis: {} ({})", redis.url, redis.origin);
+    let nats = Nats::find_or_start()?;
+    eprintln!("xtask: NATS with JetStream: {} ({})", nats.url, nats.origin);
+    Ok((redis, nats))
+}
+
+fn test(extra: &[String]) -> Result<(), String> {
+    let (redis, nats) = start_services()?;
+    let env = [
+        ("ECHOCACHE_REDIS_URL", redis.url.as_str()),
+        ("ECHOCACHE_NATS_URL", nats.url.as_str()),
+    ];
+    let mut args = vec!["test", "--workspace", "--all-features"];
+    args.extend(extra.iter().map(String::as_str));
+    args.extend(["--", "--include-ignored"]);
+    let result = cargo(&args, &env);
+    drop((redis, nats));
+    result
+}
+
+fn ci() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    cargo(
+        &["doc", "--workspace", "--all-features", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    test(&[])
+}
+
+fn services_only() -> Result<(), String> {
+    let (redis, nats) = start_services()?;
+    println!("ECHOCACHE_REDIS_URL={}", redis.url);
+    println!("ECHOCACHE_NATS_URL={}", nats.url);
+    println!("(press Enter to stop the services xtask started)");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    drop((redis, nats));
+    Ok(())
+}
