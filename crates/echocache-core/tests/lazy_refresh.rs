@@ -386,3 +386,54 @@ fn build_outside_a_runtime_is_a_clear_error() {
         .unwrap_err();
     assert_eq!(err, BuildError::NoRuntime);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_stale_hits_make_one_refresh() {
+    let fx = Fixture::new();
+    fx.put_aged("k", "old", MIN);
+    let cache = fx.builder().build().unwrap();
+    let (calls, gate) = (Calls::default(), Gate::closed());
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (cache, loader) = (cache.clone(), gated(&calls, &gate, "new"));
+            tokio::spawn(async move { cache.fetch("k", loader).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(
+            task.await.unwrap().unwrap(),
+            "old",
+            "never waits for the refresh"
+        );
+    }
+    assert_eq!(cache.stats().stale_hits, 1000);
+    assert_eq!(cache.refreshes_pending(), 1);
+    gate.open();
+    until("refreshed", || cache.refreshes_pending() == 0).await;
+    assert_eq!(calls.get(), 1);
+    assert_eq!(fx.store.peek("k").unwrap().value, "new");
+}
+
+#[tokio::test]
+async fn an_invalidate_during_a_refresh_wins() {
+    let fx = Fixture::new();
+    fx.put_aged("k", "old", MIN);
+    let cache = fx.builder().build().unwrap();
+    let (calls, gate) = (Calls::default(), Gate::closed());
+    assert_eq!(
+        cache
+            .fetch("k", gated(&calls, &gate, "from before"))
+            .await
+            .unwrap(),
+        "old"
+    );
+    until("the refresh runs", || calls.get() == 1).await;
+    cache.invalidate("k").await.unwrap();
+    gate.open();
+    until("the refresh ended", || cache.refreshes_pending() == 0).await;
+    assert!(
+        fx.store.peek("k").is_none(),
+        "the refresh did not write back over the invalidation"
+    );
+    assert!(!fx.store.is_locked("k"));
+}

@@ -440,3 +440,82 @@ fn fetch_outside_a_runtime_runs_the_load_inline() {
     }
     assert_eq!(cache.store().peek("k").unwrap().value, "inline");
 }
+
+#[tokio::test]
+async fn a_hit_never_calls_the_loader() {
+    let cache = cache();
+    cache.insert("k", "stored".to_string()).await.unwrap();
+    let calls = Calls::default();
+    for _ in 0..3 {
+        let c = calls.clone();
+        let v = cache
+            .fetch("k", move || async move {
+                c.hit();
+                Ok::<_, Upstream>("loaded".to_string())
+            })
+            .await;
+        assert_eq!(v.unwrap(), "stored");
+    }
+    assert_eq!(calls.get(), 0);
+    assert_eq!((cache.stats().hits, cache.stats().misses), (3, 0));
+}
+
+#[tokio::test]
+async fn dropping_the_leader_mid_load_leaves_the_waiters_their_value() {
+    let cache = cache();
+    let gate = Gate::closed();
+    let calls = Calls::default();
+    let spawn_fetch = |value: &'static str| {
+        let (cache, gate, calls) = (cache.clone(), gate.clone(), calls.clone());
+        tokio::spawn(async move {
+            cache
+                .fetch("k", move || async move {
+                    calls.hit();
+                    gate.pass().await;
+                    Ok::<_, Upstream>(value.to_string())
+                })
+                .await
+        })
+    };
+    let leader = spawn_fetch("leader's");
+    until("the leader's load runs", || calls.get() == 1).await;
+    let waiters: Vec<_> = (0..5).map(|_| spawn_fetch("a waiter's")).collect();
+    until("the waiters joined", || cache.stats().coalesced == 5).await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    gate.open();
+    for waiter in waiters {
+        assert_eq!(waiter.await.unwrap().unwrap(), "leader's");
+    }
+    assert_eq!(calls.get(), 1);
+    until("the flight ended", || cache.loads_in_flight() == 0).await;
+    assert_eq!(cache.store().peek("k").unwrap().value, "leader's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_fetches_of_a_cold_key_load_once() {
+    let cache = cache();
+    let calls = Calls::default();
+    let gate = Gate::closed();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (cache, calls, gate) = (cache.clone(), calls.clone(), gate.clone());
+            tokio::spawn(async move {
+                cache
+                    .fetch("cold", move || async move {
+                        calls.hit();
+                        gate.pass().await;
+                        Ok::<_, Upstream>("v".to_string())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    until("all callers joined", || cache.stats().coalesced == 999).await;
+    gate.open();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), "v");
+    }
+    assert_eq!(calls.get(), 1);
+    assert_eq!(cache.loads_in_flight(), 0);
+}
