@@ -1,4 +1,5 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
 //! The core of [echocache](https://docs.rs/echocache): the [`Store`] trait, [`Entry`],
 //! errors, [`Stats`], a cancellation-safe and panic-safe single-flight, and the two caches
 //! built on them:

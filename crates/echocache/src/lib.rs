@@ -1,1 +1,83 @@
-//! echocache facade (in progress).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+//! A generic, async, concurrency-safe read-through cache that protects slow or costly
+//! upstreams (databases, HTTP APIs) from redundant work.
+//!
+//! - **Single-flight**: concurrent misses of one key run the loader once, and every caller
+//!   gets that one result. The load runs as its own task, so it completes and is stored
+//!   even if every caller goes away.
+//! - **Two modes**: [`EchoCache`] (callers wait for the value) and [`LazyEchoCache`]
+//!   (stale-while-revalidate: a stale value comes back at once and is refreshed in the
+//!   background, one refresh per key, and fleet-wide one per key through the store's lock).
+//! - **Pluggable stores**, the same for both modes: in memory ([`store::LruStore`],
+//!   [`store::ExpiringLruStore`], [`store::SingleStore`]), Redis and NATS JetStream KV
+//!   (behind their features), or your own [`Store`].
+//!
+//! Store failures fail open: a store that is down or holds undecodable bytes is counted
+//! in [`Stats`] and treated as a miss, so a cache outage does not become an outage.
+//!
+//! # Examples
+//!
+//! ```
+//! use echocache::store::LruStore;
+//! use echocache::{EchoCache, Error};
+//!
+//! #[derive(Debug)]
+//! struct DbError;
+//!
+//! async fn load_user(id: u64) -> Result<String, DbError> {
+//!     Ok(format!("user #{id}")) // a database query, in real life
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Error<DbError>> {
+//! let cache = EchoCache::new(LruStore::new(10_000).expect("capacity > 0"));
+//!
+//! // A miss: the loader runs once, its value is stored and returned.
+//! let user = cache.fetch("user:42", || load_user(42)).await?;
+//! assert_eq!(user, "user #42");
+//!
+//! // A hit: the stored value, the loader is not called.
+//! let again = cache.fetch("user:42", || load_user(42)).await?;
+//! assert_eq!(again, user);
+//! assert_eq!((cache.stats().hits, cache.stats().loads), (1, 1));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `cargo run --example tour` shows single-flight and stale-while-revalidate with timings.
+//!
+//! # Cargo features
+//!
+//! | Feature | Default | Description |
+//! |---|---|---|
+//! | `memory` | yes | the in-memory stores: [`store::LruStore`], [`store::ExpiringLruStore`], [`store::SingleStore`] |
+//! | `redis` | no | `store::RedisStore`, over Redis (single, replicas or Cluster) with `fred` |
+//! | `nats` | no | `store::NatsStore`, over NATS JetStream KV with `async-nats` |
+//! | `full` | no | all of the above |
+
+pub use echocache_core::{
+    BuildError, Clock, DEFAULT_LOAD_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER,
+    DEFAULT_WORKERS, EchoCache, EchoCacheBuilder, Entry, Error, LazyEchoCache,
+    LazyEchoCacheBuilder, LockToken, ManualClock, Stats, Store, StoreError,
+};
+
+/// The stores, each behind its Cargo feature.
+///
+/// Any type implementing [`Store`] works as well: the caches take the store
+/// as a type parameter.
+pub mod store {
+    #[cfg(feature = "memory")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+    pub use echocache_memory::{ExpiringLruStore, LruStore, SingleStore};
+
+    // Feature "redis": the Redis store goes here, once echocache-redis exports it:
+    //     #[cfg(feature = "redis")]
+    //     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    //     pub use echocache_redis::RedisStore;
+
+    // Feature "nats": the NATS JetStream KV store goes here, once echocache-nats exports it:
+    //     #[cfg(feature = "nats")]
+    //     #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    //     pub use echocache_nats::NatsStore;
+}

@@ -1,0 +1,45 @@
+//! The `Store` conformance checks of echocache-core, run on each in-memory store.
+
+use std::time::Duration;
+
+use echocache_core::test_util::{check_data_ops, check_granting_lock};
+use echocache_core::{ManualClock, Store};
+use echocache_memory::{ExpiringLruStore, LruStore, SingleStore};
+
+async fn conforms<S: Store<String>>(store: S) {
+    check_data_ops(&store, "mem:").await;
+    check_granting_lock(&store, "mem:").await;
+}
+
+#[tokio::test]
+async fn lru_store_conforms() {
+    conforms(LruStore::new(16).unwrap()).await;
+}
+
+#[tokio::test]
+async fn lru_store_of_one_conforms() {
+    conforms(LruStore::new(1).unwrap()).await;
+}
+
+#[tokio::test]
+async fn expiring_lru_store_conforms() {
+    // The checks write entries with a `written_at` in 2023: the TTL counts from the
+    // store's own clock at `set`, so they are live.
+    conforms(ExpiringLruStore::new(16, Duration::from_secs(3_600)).unwrap()).await;
+}
+
+#[tokio::test]
+async fn expiring_lru_store_on_a_manual_clock_conforms() {
+    let clock = ManualClock::new(std::time::SystemTime::UNIX_EPOCH);
+    conforms(
+        ExpiringLruStore::new(16, Duration::from_millis(1))
+            .unwrap()
+            .with_clock(clock),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn single_store_conforms() {
+    conforms(SingleStore::new(Duration::from_secs(3_600)).unwrap()).await;
+}
