@@ -1,0 +1,158 @@
+//! The refresh lock: `SET lockkey token NX PX ms` to take it, atomic compare-and-delete and
+//! compare-and-pexpire Lua scripts to release and extend it.
+//!
+//! The Go original took the lock with SETNX, GET and EXPIRE (not atomic, a re-entrant take
+//! reset the TTL to a hard-coded minute, a zero TTL made a lock that never expired: Go bug
+//! 19) and released it with GET then DEL (which could delete the lock of an owner that
+//! took it after ours expired: Go bug 20). Here every step is one atomic command on one
+//! key, so it also runs on Redis Cluster.
+
+use std::time::Duration;
+
+use echocache_core::LockToken;
+use fred::clients::Client;
+use fred::error::Error as FredError;
+use fred::interfaces::{KeysInterface, LuaInterface};
+use fred::types::{Expiration, SetOptions, Value};
+
+/// The largest TTL sent with `PX`, in milliseconds (about 146 million years): Redis
+/// refuses an expiry whose absolute time overflows a signed 64-bit millisecond count.
+pub(crate) const MAX_TTL_MS: i64 = i64::MAX / 2;
+
+/// A Lua script run by `EVALSHA`, falling back to `EVAL` when the server does not have it
+/// cached (after a restart, a `SCRIPT FLUSH`, or on a cluster node that never saw it).
+/// `EVAL` also caches it, so the next call takes the short path again.
+pub(crate) struct Script {
+    pub(crate) source: &'static str,
+    /// The SHA-1 of `source`, as `SCRIPT LOAD` returns it.
+    pub(crate) sha1: &'static str,
+}
+
+/// Deletes `KEYS[1]` only if it still holds the caller's token `ARGV[1]` (Go bug 20).
+pub(crate) const UNLOCK: Script = Script {
+    source: "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
+    sha1: "e9f69f2beb755be68b5e456ee2ce9aadfbc4ebf4",
+};
+
+/// Sets the TTL of `KEYS[1]` to `ARGV[2]` ms only if it still holds the caller's token
+/// `ARGV[1]`.
+pub(crate) const EXTEND: Script = Script {
+    source: "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end",
+    sha1: "9136fcf51831e5cf49f109b6e9c97d5b675280d6",
+};
+
+impl Script {
+    /// Runs the script on one key and returns its integer reply.
+    pub(crate) async fn run(
+        &self,
+        client: &Client,
+        key: String,
+        args: Vec<Value>,
+    ) -> Result<i64, FredError> {
+        match client
+            .evalsha::<i64, _, _, _>(self.sha1, key.clone(), args.clone())
+            .await
+        {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                client.eval(self.source, key, args).await
+            }
+            result => result,
+        }
+    }
+}
+
+/// A duration as a `PX` argument: rounded up to whole milliseconds, at least 1 ms (a lock
+/// must expire by itself: a zero TTL never becomes "no expiry", Go bug 19), at most
+/// [`MAX_TTL_MS`].
+pub(crate) fn px_millis(ttl: Duration) -> i64 {
+    let ms = ttl.as_nanos().div_ceil(1_000_000).max(1);
+    i64::try_from(ms).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS))
+}
+
+/// `SET lock_key token NX PX ttl`: the new owner's token, or `None` when the lock is held.
+pub(crate) async fn try_lock(
+    client: &Client,
+    lock_key: String,
+    ttl: Duration,
+) -> Result<Option<LockToken>, FredError> {
+    let token = LockToken::generate();
+    let reply: Value = client
+        .set(
+            lock_key,
+            token.as_str(),
+            Some(Expiration::PX(px_millis(ttl))),
+            Some(SetOptions::NX),
+            false,
+        )
+        .await?;
+    // `OK` when set, nil when the key exists.
+    Ok((!reply.is_null()).then_some(token))
+}
+
+/// Deletes the lock if `token` still owns it; a lock that expired or changed owner is left
+/// alone.
+pub(crate) async fn unlock(
+    client: &Client,
+    lock_key: String,
+    token: &LockToken,
+) -> Result<(), FredError> {
+    UNLOCK
+        .run(client, lock_key, vec![Value::from(token.as_str())])
+        .await
+        .map(drop)
+}
+
+/// Resets the lock's TTL to `ttl` if `token` still owns it; `false` when it does not.
+pub(crate) async fn extend(
+    client: &Client,
+    lock_key: String,
+    token: &LockToken,
+    ttl: Duration,
+) -> Result<bool, FredError> {
+    let args = vec![Value::from(token.as_str()), Value::from(px_millis(ttl))];
+    Ok(EXTEND.run(client, lock_key, args).await? == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn px_rounds_up_and_clamps() {
+        assert_eq!(px_millis(Duration::ZERO), 1);
+        assert_eq!(px_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(px_millis(Duration::from_micros(1_500)), 2);
+        assert_eq!(px_millis(Duration::from_millis(30_000)), 30_000);
+        assert_eq!(px_millis(Duration::MAX), MAX_TTL_MS);
+    }
+
+    #[test]
+    fn scripts_are_single_key_compare_and_act() {
+        for script in [&UNLOCK, &EXTEND] {
+            assert!(
+                script
+                    .source
+                    .starts_with("if redis.call('get', KEYS[1]) == ARGV[1] then")
+            );
+            assert!(!script.source.contains("KEYS[2]"));
+            assert_eq!(script.sha1.len(), 40);
+        }
+    }
+
+    #[tokio::test]
+    #[ignore = "needs Redis: cargo xtask test"]
+    async fn script_hashes_match_the_server() {
+        use fred::interfaces::ClientLike;
+        use fred::types::config::Config;
+
+        let url = std::env::var("ECHOCACHE_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let client = Client::new(Config::from_url(&url).unwrap(), None, None, None);
+        client.init().await.expect("connect to redis");
+        for script in [&UNLOCK, &EXTEND] {
+            let sha1: String = client.script_load(script.source).await.unwrap();
+            assert_eq!(sha1, script.sha1, "{}", script.source);
+        }
+        client.quit().await.unwrap();
+    }
+}

@@ -1,0 +1,599 @@
+//! RedisStore against a real Redis. Every test here needs a server: they are ignored by
+//! `cargo test` and run by `cargo xtask test` (or `cargo test -- --include-ignored` with
+//! `ECHOCACHE_REDIS_URL` pointing at a server; default `redis://127.0.0.1:6379`).
+//!
+//! Each test works under its own random prefix, deletes only the keys under it, and writes
+//! every raw key with a TTL, so a failed test leaves nothing behind for long.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use echocache_core::codec::{Codec, ENVELOPE_VERSION, HEADER_LEN};
+use echocache_core::test_util::{check_data_ops, check_exclusive_lock};
+use echocache_core::{EchoCache, Entry, LazyEchoCache, LockToken, ManualClock, Store};
+use echocache_redis::fred::prelude::*;
+use echocache_redis::{Json, MessagePack, RedisStore};
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn url() -> String {
+    std::env::var("ECHOCACHE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A client as the crate docs recommend: reconnects for ever, commands time out.
+/// `start_while_down`: the first connection follows the reconnect policy too (use
+/// `connect`, not `init`).
+fn builder(url: &str, command_timeout: Duration, start_while_down: bool) -> Builder {
+    let config = Config {
+        fail_fast: !start_while_down,
+        ..Config::from_url(url).expect("redis url")
+    };
+    let mut builder = Builder::from_config(config);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+            c.max_command_attempts = 2;
+        })
+        .with_performance_config(|c| c.default_command_timeout = command_timeout)
+        .set_policy(ReconnectPolicy::new_constant(0, 50));
+    builder
+}
+
+async fn connect() -> Client {
+    let client = builder(&url(), Duration::from_secs(5), false)
+        .build()
+        .expect("client");
+    client.init().await.expect("connect to redis");
+    client
+}
+
+/// One test's corner of the server: a client and a unique prefix.
+struct Ns {
+    client: Client,
+    prefix: String,
+}
+
+impl Ns {
+    async fn new(name: &str) -> Self {
+        let random = LockToken::generate();
+        let ns = Self {
+            client: connect().await,
+            prefix: format!("echocache-test-{name}-{}", &random.as_str()[..16]),
+        };
+        ns.cleanup().await;
+        ns
+    }
+
+    fn store<V>(&self) -> RedisStore<V> {
+        RedisStore::new(&self.client, &self.prefix, TTL).expect("store")
+    }
+
+    async fn raw_set(&self, key: &str, bytes: Vec<u8>) {
+        self.client
+            .set::<(), _, _>(
+                key,
+                Value::Bytes(bytes.into()),
+                Some(Expiration::PX(60_000)),
+                None,
+                false,
+            )
+            .await
+            .expect("raw SET");
+    }
+
+    async fn raw_get(&self, key: &str) -> Option<String> {
+        self.client.get(key).await.expect("raw GET")
+    }
+
+    async fn pttl(&self, key: &str) -> i64 {
+        self.client.pttl(key).await.expect("PTTL")
+    }
+
+    async fn exists(&self, key: &str) -> bool {
+        self.client.exists::<i64, _>(key).await.expect("EXISTS") == 1
+    }
+
+    /// Deletes the keys under this test's prefix, and only those.
+    async fn cleanup(&self) {
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor = "0".to_owned();
+        loop {
+            let (next, keys): (String, Vec<String>) = self
+                .client
+                .scan_page(cursor, pattern.clone(), Some(1000), None)
+                .await
+                .expect("SCAN");
+            for key in keys {
+                assert!(key.starts_with(&self.prefix), "{key}");
+                self.client.del::<(), _>(key).await.expect("DEL");
+            }
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn entry(value: &str) -> Entry<String> {
+    Entry::new(value.to_owned(), SystemTime::now())
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn conformance_messagepack() {
+    let ns = Ns::new("conf-msgpack").await;
+    let store = ns.store::<String>();
+    check_data_ops(&store, "").await;
+    check_exclusive_lock(&store, "").await;
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn conformance_json() {
+    let ns = Ns::new("conf-json").await;
+    let store = ns.store::<String>().codec(Json);
+    check_data_ops(&store, "").await;
+    check_exclusive_lock(&store, "").await;
+    // The JSON payload is readable after the 10-byte envelope header.
+    store.set("k", &entry("hello")).await.unwrap();
+    let raw: Vec<u8> = ns.client.get(store.data_key("k")).await.unwrap();
+    assert_eq!(&raw[HEADER_LEN..], br#""hello""#);
+    assert_eq!(&raw[..2], &[ENVELOPE_VERSION, Json::ID]);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn conformance_through_a_pool() {
+    let ns = Ns::new("conf-pool").await;
+    let pool = builder(&url(), Duration::from_secs(5), false)
+        .build_pool(2)
+        .expect("pool");
+    pool.init().await.expect("connect pool");
+    let store: RedisStore<String> = RedisStore::new(&pool, &ns.prefix, TTL).unwrap();
+    check_data_ops(&store, "").await;
+    check_exclusive_lock(&store, "").await;
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn entries_get_the_store_ttl() {
+    let ns = Ns::new("ttl").await;
+    let store = ns.store::<String>();
+    store.set("k", &entry("v")).await.unwrap();
+    let pttl = ns.pttl(&format!("{}:v:k", ns.prefix)).await;
+    assert!(pttl > 0 && pttl <= TTL.as_millis() as i64, "PTTL {pttl}");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn corrupt_bytes_are_a_decode_error_and_fetch_heals_them() {
+    let ns = Ns::new("corrupt").await;
+    let data_key = format!("{}:v:k", ns.prefix);
+    ns.raw_set(&data_key, b"\x07 not an envelope at all".to_vec())
+        .await;
+    let store = ns.store::<String>();
+    let err = store.get("k").await.unwrap_err();
+    assert!(err.is_decode(), "{err:?}");
+
+    let cache = EchoCache::new(store);
+    let value = cache
+        .fetch("k", || async {
+            Ok::<_, std::io::Error>("fresh".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, "fresh");
+    let stats = cache.stats();
+    assert_eq!(stats.decode_errors, 1, "{stats:?}");
+    assert_eq!(stats.loads, 1, "{stats:?}");
+    // The loaded value overwrote the bad bytes.
+    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some("fresh"));
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn a_value_written_with_another_codec_is_a_decode_error() {
+    let ns = Ns::new("codec-mismatch").await;
+    ns.store::<String>().set("k", &entry("v")).await.unwrap();
+    let err = ns.store::<String>().codec(Json).get("k").await.unwrap_err();
+    assert!(err.is_decode(), "{err:?}");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn values_over_the_limit_fail_on_set_and_on_get() {
+    let ns = Ns::new("too-large").await;
+    let small = ns.store::<String>().max_value_bytes(64);
+    let big = "x".repeat(1000);
+    assert!(small.set("k", &entry(&big)).await.is_err());
+    assert!(
+        !ns.exists(&small.data_key("k")).await,
+        "nothing was written"
+    );
+    assert!(small.set("k", &entry("fits")).await.is_ok());
+
+    // Written by a store with a larger limit, read by the small one.
+    ns.store::<String>().set("k", &entry(&big)).await.unwrap();
+    let err = small.get("k").await.unwrap_err();
+    assert!(err.is_decode(), "{err:?}");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn a_hostile_length_prefix_is_a_decode_error() {
+    let ns = Ns::new("hostile").await;
+    // A valid envelope header, then a MessagePack array header claiming 2^32-1 elements.
+    let mut bytes = vec![ENVELOPE_VERSION, MessagePack::ID, 0, 0, 0, 0, 0, 0, 0, 0];
+    bytes.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff]);
+    ns.raw_set(&format!("{}:v:k", ns.prefix), bytes).await;
+    let err = ns.store::<Vec<u64>>().get("k").await.unwrap_err();
+    assert!(err.is_decode(), "{err:?}");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn unlock_with_a_foreign_token_leaves_the_lock() {
+    let ns = Ns::new("foreign-unlock").await;
+    let store = ns.store::<String>();
+    let lock_key = format!("{}:l:k", ns.prefix);
+    let token = store
+        .try_lock("k", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("free lock");
+    store
+        .unlock("k", &LockToken::new("someone-else"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ns.raw_get(&lock_key).await.as_deref(),
+        Some(token.as_str()),
+        "the owner's lock is still there"
+    );
+    assert!(
+        !store
+            .extend_lock(
+                "k",
+                &LockToken::new("someone-else"),
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap(),
+        "a foreign token extends nothing"
+    );
+    store.unlock("k", &token).await.unwrap();
+    assert!(!ns.exists(&lock_key).await, "the owner's unlock deletes it");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn locks_expire_and_can_be_extended_by_their_owner() {
+    let ns = Ns::new("lock-ttl").await;
+    let store = ns.store::<String>();
+    let lock_key = store.lock_key("k");
+    let token = store
+        .try_lock("k", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("free lock");
+    let pttl = ns.pttl(&lock_key).await;
+    assert!(pttl > 0 && pttl <= 5_000, "PTTL {pttl}");
+
+    assert!(
+        store
+            .extend_lock("k", &token, Duration::from_secs(20))
+            .await
+            .unwrap()
+    );
+    let pttl = ns.pttl(&lock_key).await;
+    assert!(pttl > 5_000 && pttl <= 20_000, "PTTL after extend {pttl}");
+    store.unlock("k", &token).await.unwrap();
+    assert!(
+        !store
+            .extend_lock("k", &token, Duration::from_secs(20))
+            .await
+            .unwrap(),
+        "a released lock cannot be extended"
+    );
+
+    // A zero TTL still makes a lock that expires (Go bug 19).
+    let token = store.try_lock("z", Duration::ZERO).await.unwrap();
+    assert!(token.is_some(), "a free lock is granted");
+    let pttl = ns.pttl(&store.lock_key("z")).await;
+    // 0 or 1 ms left, or already expired (-2); never -1, "no expiry".
+    assert!(pttl == -2 || (0..=1).contains(&pttl), "PTTL {pttl}");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn user_keys_do_not_collide_with_locks() {
+    let ns = Ns::new("collide").await;
+    let store = ns.store::<String>();
+    let token = store
+        .try_lock("x", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("free lock");
+    // Go bug 21: the data of `lock:x` was stored in the lock key of `x`.
+    store.set("l:x", &entry("data")).await.unwrap();
+    store.set("lock:x", &entry("data")).await.unwrap();
+    assert!(
+        store
+            .try_lock("x", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_none(),
+        "writing `l:x` did not touch the lock of `x`"
+    );
+    assert_eq!(
+        ns.raw_get(&store.lock_key("x")).await.as_deref(),
+        Some(token.as_str())
+    );
+    store.unlock("x", &token).await.unwrap();
+    assert_eq!(
+        store.get("l:x").await.unwrap().map(|e| e.value).as_deref(),
+        Some("data"),
+        "unlocking `x` did not delete `l:x`"
+    );
+    assert!(store.get("x").await.unwrap().is_none());
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn a_dead_server_fails_open_without_hanging() {
+    // Port 1 on loopback: nothing listens, every connect is refused.
+    let client = builder("redis://127.0.0.1:1", Duration::from_millis(300), true)
+        .build()
+        .expect("client");
+    let _connection = client.connect(); // not `init`: it would report the refusal
+    let store: RedisStore<String> = RedisStore::new(&client, "echocache-test-dead", TTL).unwrap();
+    let cache = EchoCache::new(store);
+    let loads = Arc::new(AtomicUsize::new(0));
+
+    let run = async {
+        for key in ["k1", "k2"] {
+            let loads = Arc::clone(&loads);
+            let value = cache
+                .fetch(key, move || async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>("loaded".to_owned())
+                })
+                .await
+                .expect("fetch fails open");
+            assert_eq!(value, "loaded");
+        }
+        let err = cache.get("k1").await.unwrap_err();
+        assert!(!err.is_decode(), "{err:?}");
+    };
+    // A hang guard, not a timing assertion: each command times out after 300 ms.
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("a dead server must not hang the cache");
+    assert_eq!(loads.load(Ordering::SeqCst), 2, "every fetch loaded");
+    let stats = cache.stats();
+    assert!(stats.store_errors > 0, "{stats:?}");
+    assert_eq!(stats.decode_errors, 0, "{stats:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn a_lazy_refresh_is_skipped_while_another_process_holds_the_lock() {
+    let ns = Ns::new("lazy-locked").await;
+    let clock = ManualClock::new(SystemTime::now());
+    let cache = LazyEchoCache::builder(ns.store::<String>())
+        .refresh_after(Duration::from_secs(60))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    cache.insert("k", "v1".to_owned()).await.unwrap();
+    clock.advance(Duration::from_secs(61));
+
+    // Another process takes the refresh lock first.
+    let lock_key = format!("{}:l:k", ns.prefix);
+    let taken: Option<String> = ns
+        .client
+        .set(
+            &lock_key,
+            "other-process",
+            Some(Expiration::PX(60_000)),
+            Some(SetOptions::NX),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(taken.is_some());
+
+    let loads = Arc::new(AtomicUsize::new(0));
+    let loader = |value: &'static str| {
+        let loads = Arc::clone(&loads);
+        move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(value.to_owned())
+        }
+    };
+    assert_eq!(cache.fetch("k", loader("v2")).await.unwrap(), "v1");
+    wait_for_refreshes(&cache).await;
+    let stats = cache.stats();
+    assert_eq!(stats.refreshes_locked_out, 1, "{stats:?}");
+    assert_eq!(stats.refreshes, 0, "{stats:?}");
+    assert_eq!(loads.load(Ordering::SeqCst), 0, "the loader did not run");
+    assert_eq!(
+        ns.raw_get(&lock_key).await.as_deref(),
+        Some("other-process"),
+        "the other process's lock is untouched"
+    );
+    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some("v1"));
+
+    // Once the other process lets go, the next stale hit refreshes.
+    ns.client.del::<(), _>(&lock_key).await.unwrap();
+    assert_eq!(cache.fetch("k", loader("v2")).await.unwrap(), "v1");
+    wait_for_refreshes(&cache).await;
+    assert_eq!(cache.stats().refreshes, 1, "{:?}", cache.stats());
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some("v2"));
+    assert!(
+        !ns.exists(&lock_key).await,
+        "the refresher released its lock"
+    );
+    cache.shutdown().await;
+    ns.cleanup().await;
+}
+
+async fn wait_for_refreshes<V, S>(cache: &LazyEchoCache<V, S>)
+where
+    V: Clone + Send + Sync + 'static,
+    S: Store<V>,
+{
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while cache.refreshes_pending() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the refresh ends");
+}
+
+/// A `redis-server` child of this test, killed when dropped.
+struct OwnServer {
+    child: Child,
+    port: u16,
+}
+
+impl OwnServer {
+    fn start(port: u16) -> std::io::Result<Self> {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let server = Self { child, port };
+        server.wait_until_listening();
+        Ok(server)
+    }
+
+    fn wait_until_listening(&self) {
+        for _ in 0..500 {
+            if TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server on port {} did not start", self.port);
+    }
+
+    fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn the_store_connects_late_and_recovers_after_a_restart() {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        // This one test needs the redis-server binary, not only a server.
+        eprintln!("skipped: no redis-server binary to start and stop");
+        return;
+    }
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let client = builder(&url, Duration::from_millis(500), true)
+        .build()
+        .unwrap();
+    // Redis is not up yet: the process starts all the same.
+    let _connection = client.connect();
+    let store: RedisStore<String> =
+        RedisStore::new(&client, "echocache-test-restart", TTL).unwrap();
+    assert!(
+        store.get("k").await.is_err(),
+        "no server yet: an error, not a hang"
+    );
+
+    let server = OwnServer::start(port).expect("start redis-server");
+    assert!(
+        works_again(&store, "first").await,
+        "the store did not connect once the server came up"
+    );
+
+    server.stop();
+    assert!(
+        store.get("k").await.is_err(),
+        "a stopped server gives an error, not a hang"
+    );
+
+    let server = OwnServer::start(port).expect("restart redis-server");
+    assert!(
+        works_again(&store, "after").await,
+        "the store did not recover after the restart"
+    );
+    // The restart emptied the script cache: EVALSHA falls back to EVAL.
+    let token = store
+        .try_lock("k", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("free lock");
+    store.unlock("k", &token).await.unwrap();
+    assert!(
+        store
+            .try_lock("k", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.quit()).await;
+    drop(server);
+}
+
+/// Polls (bounded) until a write and a read through `store` succeed: no user action, the
+/// client reconnects by its policy.
+async fn works_again(store: &RedisStore<String>, value: &str) -> bool {
+    // A bound, not a timing assertion: reconnecting takes a few 50 ms policy delays.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < give_up {
+        if store.set("k", &entry(value)).await.is_ok() {
+            let got = store.get("k").await.unwrap().map(|e| e.value);
+            assert_eq!(got.as_deref(), Some(value));
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
