@@ -4,7 +4,9 @@
 //!   test of the workspace, including the `#[ignore]`d ones that need those servers.
 //! - `cargo xtask ci`: `cargo fmt --check`, clippy with `-D warnings`, rustdoc with
 //!   `-D warnings`, then `cargo xtask test`.
+//! - `cargo xtask bench [--quick]`: the criterion benches, and `docs/benchmarks.md`.
 
+mod bench;
 mod services;
 
 use std::process::{Command, ExitCode};
@@ -16,6 +18,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test    find or start Redis and NATS, then run every test (including #[ignore]d ones)
   ci      fmt check, clippy -D warnings, rustdoc -D warnings, then `test`
+  bench   run the criterion benches and write docs/benchmarks.md (--quick: short runs)
   services  find or start Redis and NATS, print their URLs, and keep them up until Ctrl-C";
 
 fn main() -> ExitCode {
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("ci") => ci(),
         Some("services") => services_only(),
+        Some("bench") => bench::run(args.iter().any(|a| a == "--quick")),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -54,6 +58,15 @@ fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     } else {
         Err(format!("`cargo {}` failed ({status})", args.join(" ")))
     }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn workspace_root() -> std::path::PathBuf {
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or(manifest)
 }
 
 fn start_services() -> Result<(Service, Service), String> {
