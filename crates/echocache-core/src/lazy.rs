@@ -205,10 +205,8 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
                 Freshness::Fresh
             )
         };
-        match core
-            .load(key, epoch, loader, accept, Until::Published)
-            .await
-        {
+        // Boxed to keep the hit path's future small (see `EchoCache::fetch`).
+        match Box::pin(core.load(key, epoch, loader, accept, Until::Published)).await {
             Ok(value) => Ok(value),
             Err(err) => match (old, self.inner.expire_after, self.inner.stale_if_error) {
                 (Some(old), Some(expire), Some(grace))
