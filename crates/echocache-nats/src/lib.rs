@@ -1,1 +1,93 @@
-//! echocache nats store (in progress).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+//! A NATS JetStream key-value store for [echocache](https://docs.rs/echocache):
+//! [`NatsStore`] keeps the entries of an [`EchoCache`](echocache_core::EchoCache) or a
+//! [`LazyEchoCache`](echocache_core::LazyEchoCache) in a KV bucket shared by every process
+//! that opens it, and gives the lazy cache a cross-process refresh lock.
+//!
+//! It works on NATS 2.9 (the version Debian ships) as on current servers:
+//! [`open_or_create_bucket`] creates buckets without the account query that async-nats's
+//! `create_key_value` makes first and whose NATS 2.9 answer it cannot parse.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use echocache_core::LazyEchoCache;
+//! use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+//! let js = async_nats::jetstream::new(client);
+//! let kv = open_or_create_bucket(&js, "echocache", &BucketOptions::new()
+//!     .max_age(Duration::from_secs(24 * 3600))).await?;
+//!
+//! // Entries older than ten minutes are never served; after one minute they are
+//! // refreshed in the background, once across all processes sharing the bucket.
+//! let store = NatsStore::new(kv, "prices")?.ttl(Duration::from_secs(600))?;
+//! let cache = LazyEchoCache::builder(store)
+//!     .refresh_after(Duration::from_secs(60))
+//!     .build()?;
+//! let price: u64 = cache
+//!     .fetch("EUR/USD", || async { Ok::<_, std::io::Error>(108) })
+//!     .await?;
+//! # let _ = price;
+//! cache.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Keys
+//!
+//! Any UTF-8 key works, including the empty key and keys with spaces, dots, `*`, `>`, `:`
+//! or non-ASCII characters. A key becomes the KV key `{prefix}.v.{encoded}` (data) or
+//! `{prefix}.l.{encoded}` (its refresh lock), so data and locks never collide (Go bug 24).
+//! The encoding keeps bytes of `[-/_a-zA-Z0-9]` and writes every other byte, `=` and `.`
+//! included, as `=` and two upper-case hex digits: `user-42` stays `user-42`, `user.42`
+//! becomes `user=2E42`, `ü` becomes `=C3=BC`, the empty key is `=`. The encoding is
+//! injective (it decodes back unambiguously), so distinct keys never share an entry.
+//!
+//! An encoded key longer than [`MAX_ENCODED_KEY_LEN`] bytes is replaced by `==` and a
+//! 128-bit FNV-1a hash of the key, to keep subjects short. Such entries store the full
+//! key alongside the value and a read checks it, so a hash collision costs a miss, never
+//! another key's value. Two long keys with colliding hashes would share a refresh lock.
+//! [`NatsStore::data_key`] and [`NatsStore::lock_key`] show where a key lives.
+//!
+//! The prefix is checked when the store is made (Go bug 25): non-empty, at most
+//! [`MAX_PREFIX_LEN`] bytes, dot-separated non-empty tokens of `[-/_=a-zA-Z0-9]`.
+//!
+//! # Values and expiry
+//!
+//! Values are written in echocache's versioned envelope
+//! ([`echocache_core::codec`]: format byte, `written_at`, payload) with MessagePack
+//! (default) or JSON, the same bytes the Redis store writes. With [`NatsStore::ttl`],
+//! expiry is enforced when reading, from the entry's `written_at`, so even a server
+//! without per-key TTL never serves an expired entry. The server removes old messages by
+//! the bucket's `max_age` ([`BucketOptions::max_age`], counted in whole seconds: round a
+//! sub-second ttl up).
+//!
+//! # Refresh lock
+//!
+//! `try_lock` creates the lock key with a random token and a deadline (milliseconds since
+//! the Unix epoch, payload `{deadline}|{token}`). A lock past its deadline, left by a
+//! crashed holder, is taken over by an update that expects the revision just read, so
+//! only one contender wins (Go bug 23). `unlock` purges the key only while it still
+//! holds the caller's token, again checked by revision; releasing an absent or foreign
+//! lock is `Ok` (Go bug 22). Every loop is bounded (three attempts) and nothing recurses.
+//! Deadlines compare the wall clocks of different hosts: keep them synchronised.
+//!
+//! # Cargo features
+//!
+//! | Feature | Default | Description |
+//! |---|---|---|
+//! | `server-2-11` | no | per-key TTL on the server (NATS ≥ 2.11): `BucketOptions::limit_markers` and `NatsStore::server_ttl`, so that expired entries leave the bucket before its `max_age` |
+
+mod bucket;
+mod key;
+mod lock;
+mod store;
+
+pub use bucket::{BucketError, BucketErrorKind, BucketOptions, MAX_HISTORY, open_or_create_bucket};
+pub use key::{MAX_ENCODED_KEY_LEN, MAX_PREFIX_LEN};
+pub use store::NatsStore;
