@@ -71,13 +71,16 @@ pub mod store {
     #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
     pub use echocache_memory::{ExpiringLruStore, LruStore, SingleStore};
 
-    // Feature "redis": the Redis store goes here, once echocache-redis exports it:
-    //     #[cfg(feature = "redis")]
-    //     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    //     pub use echocache_redis::RedisStore;
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub use echocache_redis::{RedisConnection, RedisStore};
 
-    // Feature "nats": the NATS JetStream KV store goes here, once echocache-nats exports it:
-    //     #[cfg(feature = "nats")]
-    //     #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
-    //     pub use echocache_nats::NatsStore;
+    #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    pub use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
 }
+
+/// The README's examples, compiled and run as doctests (they need every store).
+#[cfg(all(doctest, feature = "full"))]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
