@@ -140,7 +140,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
                 return Ok(entry.value);
             }
             Ok(None) => {}
-            Err(e) => core.stats.store_error(&e),
+            Err(e) => core.stats.store_error("get", key, &e),
         }
         incr(&core.stats.misses);
         // Boxed: the load's state machine is large, and keeping it out of this future

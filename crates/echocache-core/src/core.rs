@@ -73,7 +73,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                     match self.store.get(key).await {
                         Ok(Some(entry)) if accept(&entry) => return Ok(entry.value),
                         Ok(_) => {}
-                        Err(e) => self.stats.store_error(&e),
+                        Err(e) => self.stats.store_error("get", key, &e),
                     }
                     continue;
                 }
@@ -92,7 +92,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                         Err(payload) => {
                             incr(&self.stats.loads);
                             incr(&self.stats.loader_panics);
-                            leader.publish(Err(Failure::Panicked(panic_message(&*payload).into())));
+                            let message = panic_message(&*payload);
+                            crate::events::loader_panicked(key, &message);
+                            leader.publish(Err(Failure::Panicked(message.into())));
                             leader.finish(false);
                         }
                     }
@@ -167,10 +169,13 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
             }
             Some(Err(payload)) => {
                 incr(&self.stats.loader_panics);
-                Failure::Panicked(panic_message(&*payload).into())
+                let message = panic_message(&*payload);
+                crate::events::loader_panicked(leader.key(), &message);
+                Failure::Panicked(message.into())
             }
             None => {
                 incr(&self.stats.load_timeouts);
+                crate::events::load_timed_out(leader.key(), self.load_timeout);
                 Failure::Timeout
             }
         };
@@ -191,7 +196,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                 .await
             {
                 Ok(()) => stored = true,
-                Err(e) => self.stats.store_error(&e),
+                Err(e) => self.stats.store_error("set", leader.key(), &e),
             }
         }
         let key: Box<str> = leader.key().into();
@@ -199,7 +204,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
             // An insert or invalidate raced with this write: our value may have buried a
             // newer one. Removing it costs one miss; keeping it could serve stale data.
             if let Err(e) = self.store.remove(&key).await {
-                self.stats.store_error(&e);
+                self.stats.store_error("remove", &key, &e);
             }
         }
     }

@@ -194,7 +194,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
             }
             Ok(None) => None,
             Err(e) => {
-                core.stats.store_error(&e);
+                core.stats.store_error("get", key, &e);
                 None
             }
         };
@@ -235,6 +235,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
             job
         });
         if outcome == Scheduled::QueueFull {
+            crate::events::refresh_dropped(key);
             incr(&core.stats.refreshes_dropped);
         }
     }
@@ -335,11 +336,13 @@ async fn refresh<V, S, F, Fut, E>(
     let token = match core.store.try_lock(key, lock_ttl).await {
         Ok(Some(token)) => token,
         Ok(None) => {
+            crate::events::refresh_locked_out(key);
             incr(&core.stats.refreshes_locked_out);
             return;
         }
         Err(e) => {
-            core.stats.store_error(&e);
+            core.stats.store_error("try_lock", key, &e);
+            crate::events::refresh_failed(key);
             incr(&core.stats.refresh_errors);
             return;
         }
@@ -351,11 +354,14 @@ async fn refresh<V, S, F, Fut, E>(
     if !already_fresh {
         match core.load(key, epoch, loader, is_fresh, Until::Stored).await {
             Ok(_) => incr(&core.stats.refreshes),
-            Err(_) => incr(&core.stats.refresh_errors),
+            Err(_) => {
+                crate::events::refresh_failed(key);
+                incr(&core.stats.refresh_errors);
+            }
         }
     }
     if let Err(e) = core.store.unlock(key, &token).await {
-        core.stats.store_error(&e);
+        core.stats.store_error("unlock", key, &e);
     }
     drop(mark);
 }

@@ -19,6 +19,7 @@
 //! |---|---|---|
 //! | `codec` | no | the versioned envelope and codecs (MessagePack, JSON) remote stores share |
 //! | `test-util` | no | the `Store` conformance suite and test stores |
+//! | `tracing` | no | `tracing` events for store and decode errors, loader panics and timeouts, dropped and locked-out refreshes (never on the hit path) |
 
 mod cache;
 mod clock;
@@ -28,6 +29,7 @@ pub mod codec;
 mod core;
 mod entry;
 mod error;
+mod events;
 mod flight;
 mod lazy;
 mod recursion;

@@ -110,8 +110,9 @@ pub(crate) fn incr(counter: &AtomicU64) {
 }
 
 impl Counters {
-    /// Counts a failed store operation by its kind.
-    pub(crate) fn store_error(&self, err: &crate::StoreError) {
+    /// Counts a failed store operation by its kind (and reports it with `tracing`).
+    pub(crate) fn store_error(&self, op: &'static str, key: &str, err: &crate::StoreError) {
+        crate::events::store_failed(op, key, err);
         if err.is_decode() {
             incr(&self.decode_errors);
         } else {
