@@ -1,7 +1,7 @@
 //! [`Stats`]: a snapshot of a cache's counters, and the counters themselves.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// A snapshot of a cache's counters, taken by `stats()`.
 ///
@@ -50,36 +50,75 @@ pub struct Stats {
 #[derive(Default)]
 struct Padded(AtomicU64);
 
-const STRIPES: usize = 16;
+const STRIPES: usize = 32;
 
-/// A counter for hot paths: increments from different threads land on different cache
-/// lines; reads add up the stripes.
+/// A counter for hot paths, exact and without a locked instruction on the hot path.
+///
+/// Each live thread owns a slot index (taken from a process-wide free list the first
+/// time it counts, returned when it exits). The thread that owns slot `i` is the only
+/// writer of stripe `i` in every counter, so it can add with a plain load and store.
+/// Threads beyond the first [`STRIPES`] live ones share one overflow stripe and add with
+/// an atomic read-modify-write. Reads add up the stripes.
 #[derive(Default)]
-pub(crate) struct StripedCounter([Padded; STRIPES]);
+pub(crate) struct StripedCounter {
+    stripes: [Padded; STRIPES],
+    overflow: AtomicU64,
+}
 
-fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+/// This thread's slot, returned to the free list when the thread exits.
+struct Slot(usize);
+
+static FREE_SLOTS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+impl Slot {
+    fn take() -> Self {
+        let reused = FREE_SLOTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        Slot(reused.unwrap_or_else(|| NEXT_SLOT.fetch_add(1, Ordering::Relaxed)))
     }
-    STRIPE.with(|s| {
-        let mut i = s.get();
-        if i == usize::MAX {
-            i = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-            s.set(i);
-        }
-        i
-    })
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // The mutex orders this thread's last writes before the next owner's first read.
+        FREE_SLOTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(self.0);
+    }
+}
+
+thread_local! {
+    static SLOT: Slot = Slot::take();
 }
 
 impl StripedCounter {
     #[inline]
     pub(crate) fn incr(&self) {
-        self.0[stripe()].0.fetch_add(1, Ordering::Relaxed);
+        // `try_with` fails only while the thread is being torn down.
+        let index = SLOT.try_with(|slot| slot.0).unwrap_or(usize::MAX);
+        match self.stripes.get(index) {
+            Some(stripe) => {
+                // Single writer: only the owner of this slot writes this stripe.
+                let n = stripe.0.load(Ordering::Relaxed);
+                stripe.0.store(n.wrapping_add(1), Ordering::Relaxed);
+            }
+            None => {
+                self.overflow.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     pub(crate) fn get(&self) -> u64 {
-        self.0.iter().map(|p| p.0.load(Ordering::Relaxed)).sum()
+        let stripes: u64 = self
+            .stripes
+            .iter()
+            .map(|p| p.0.load(Ordering::Relaxed))
+            .sum();
+        stripes.wrapping_add(self.overflow.load(Ordering::Relaxed))
     }
 }
 
@@ -145,6 +184,27 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn striped_counter_is_exact_with_more_threads_than_stripes() {
+        let counter = std::sync::Arc::new(StripedCounter::default());
+        // Many short-lived threads (slots are reused) and many live ones at once
+        // (beyond STRIPES, the overflow stripe takes the rest).
+        for _ in 0..3 {
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(STRIPES + 8));
+            let threads: Vec<_> = (0..STRIPES + 8)
+                .map(|_| {
+                    let (c, b) = (counter.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        b.wait();
+                        (0..1000).for_each(|_| c.incr());
+                    })
+                })
+                .collect();
+            threads.into_iter().for_each(|t| t.join().unwrap());
+        }
+        assert_eq!(counter.get(), 3 * (STRIPES as u64 + 8) * 1000);
+    }
 
     #[test]
     fn striped_counter_sums_increments_from_many_threads() {
