@@ -12,11 +12,11 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use foldhash::fast::RandomState;
 use tokio::sync::watch;
 
 /// Why a flight produced no value, type-erased so that one map serves every error type.
@@ -32,7 +32,7 @@ pub(crate) enum Failure {
 
 pub(crate) type Outcome<V> = Result<V, Failure>;
 type Slot<V> = Option<Outcome<V>>;
-type Shard<V> = Mutex<HashMap<Box<str>, Running<V>>>;
+type Shard<V> = Mutex<HashMap<Box<str>, Running<V>, RandomState>>;
 
 struct Running<V> {
     id: u64,
@@ -76,8 +76,10 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
             .next_power_of_two()
             .clamp(8, 256);
         Self {
-            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..shards)
+                .map(|_| Mutex::new(HashMap::with_hasher(RandomState::default())))
+                .collect(),
+            hasher: RandomState::default(),
             epoch: AtomicU64::new(0),
         }
     }

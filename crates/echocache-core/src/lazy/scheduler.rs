@@ -12,11 +12,11 @@
 //! queue's sender goes with it and the dispatcher ends after the running jobs.
 
 use std::collections::HashSet;
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use foldhash::fast::RandomState;
 use futures::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -42,19 +42,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Keys with a refresh queued or running.
 pub(crate) struct Pending {
-    shards: Box<[Mutex<HashSet<Box<str>>>]>,
+    shards: Box<[Mutex<HashSet<Box<str>, RandomState>>]>,
     hasher: RandomState,
 }
 
 impl Pending {
     fn new() -> Self {
         Self {
-            shards: (0..16).map(|_| Mutex::new(HashSet::new())).collect(),
-            hasher: RandomState::new(),
+            shards: (0..16)
+                .map(|_| Mutex::new(HashSet::with_hasher(RandomState::default())))
+                .collect(),
+            hasher: RandomState::default(),
         }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashSet<Box<str>>> {
+    fn shard(&self, key: &str) -> &Mutex<HashSet<Box<str>, RandomState>> {
         &self.shards[(self.hasher.hash_one(key) as usize) % self.shards.len()]
     }
 
