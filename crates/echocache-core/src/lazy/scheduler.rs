@@ -40,9 +40,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+type PendingShard = Mutex<HashSet<Box<str>, RandomState>>;
+
 /// Keys with a refresh queued or running.
 pub(crate) struct Pending {
-    shards: Box<[Mutex<HashSet<Box<str>, RandomState>>]>,
+    shards: Box<[PendingShard]>,
     hasher: RandomState,
 }
 
@@ -56,7 +58,7 @@ impl Pending {
         }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashSet<Box<str>, RandomState>> {
+    fn shard(&self, key: &str) -> &PendingShard {
         &self.shards[(self.hasher.hash_one(key) as usize) % self.shards.len()]
     }
 
