@@ -1,8 +1,10 @@
-//! Redis key layout: `{prefix}:v:{key}` for data, `{prefix}:l:{key}` for locks.
+//! Redis key layouts: echocache's own, `{prefix}:v:{key}` for data and `{prefix}:l:{key}`
+//! for locks, and the Go echocache's, `{prefix}:{key}` and `{prefix}:lock:{key}`.
 //!
-//! Data and locks live in distinct namespaces, so no user key can name a lock (Go bug 21:
-//! the Go original stored the data of `lock:foo` under the lock key of `foo`). The prefix
-//! is validated once, at construction.
+//! In the native layout data and locks live in distinct namespaces, so no user key can
+//! name a lock (Go bug 21: the Go original stores the data of `lock:foo` under the lock key
+//! of `foo`). The Go layout keeps that flaw on purpose: it is what Go services read and
+//! write. The prefix is validated once, at construction.
 
 use echocache_core::BuildError;
 
@@ -12,19 +14,43 @@ pub(crate) const MAX_PREFIX_LEN: usize = 256;
 /// The namespace segments the store appends to the prefix.
 const DATA: &str = ":v:";
 const LOCK: &str = ":l:";
+/// The Go echocache's separator and lock namespace.
+const GO_DATA: &str = ":";
+const GO_LOCK: &str = ":lock:";
+
+/// Which key layout a [`KeySpace`] builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// `{prefix}:v:{key}` and `{prefix}:l:{key}`.
+    Native,
+    /// The Go echocache's `{prefix}:{key}` and `{prefix}:lock:{key}`.
+    Go,
+}
 
 /// A validated prefix and the keys built from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct KeySpace {
     prefix: Box<str>,
+    layout: Layout,
 }
 
 impl KeySpace {
-    /// Validates `prefix`; see [`validate_prefix`].
+    /// The native layout under `prefix`; see [`validate_prefix`].
     pub(crate) fn new(prefix: &str) -> Result<Self, BuildError> {
         validate_prefix(prefix)?;
         Ok(Self {
             prefix: prefix.into(),
+            layout: Layout::Native,
+        })
+    }
+
+    /// The Go echocache's layout under `prefix`, used as given; see
+    /// [`validate_go_prefix`].
+    pub(crate) fn go(prefix: &str) -> Result<Self, BuildError> {
+        validate_go_prefix(prefix)?;
+        Ok(Self {
+            prefix: prefix.into(),
+            layout: Layout::Go,
         })
     }
 
@@ -33,14 +59,21 @@ impl KeySpace {
         &self.prefix
     }
 
-    /// `{prefix}:v:{key}`.
+    /// `{prefix}:v:{key}`, or `{prefix}:{key}` in the Go layout.
     pub(crate) fn data_key(&self, key: &str) -> String {
-        self.build(DATA, key)
+        match self.layout {
+            Layout::Native => self.build(DATA, key),
+            Layout::Go => self.build(GO_DATA, key),
+        }
     }
 
-    /// `{prefix}:l:{key}`.
+    /// `{prefix}:l:{key}`, or `{prefix}:lock:{key}` in the Go layout (which is also the
+    /// data key of the user key `lock:{key}` there).
     pub(crate) fn lock_key(&self, key: &str) -> String {
-        self.build(LOCK, key)
+        match self.layout {
+            Layout::Native => self.build(LOCK, key),
+            Layout::Go => self.build(GO_LOCK, key),
+        }
     }
 
     fn build(&self, namespace: &str, key: &str) -> String {
@@ -81,6 +114,24 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<(), BuildError> {
         return Err(invalid(
             "no `:`-separated segment may be `v` or `l`: the store appends `:v:` and `:l:` to the prefix",
         ));
+    }
+    Ok(())
+}
+
+/// Checks a prefix for the Go layout, which must use it exactly as the Go services do: at
+/// most [`MAX_PREFIX_LEN`] bytes and no control characters. Nothing else is refused, not
+/// even the empty prefix (Go then writes `:{key}`) or whitespace: the Go library accepts
+/// them, and refusing one would make the store unable to share that Go cache.
+///
+/// A control character (a trailing newline read from a file or an environment variable)
+/// is a configuration mistake rather than a Go prefix, and gives keys that cannot be typed
+/// in `redis-cli`.
+pub(crate) fn validate_go_prefix(prefix: &str) -> Result<(), BuildError> {
+    if prefix.len() > MAX_PREFIX_LEN {
+        return Err(invalid("must be at most 256 bytes long"));
+    }
+    if prefix.chars().any(char::is_control) {
+        return Err(invalid("must not contain control characters"));
     }
     Ok(())
 }
@@ -163,6 +214,50 @@ mod tests {
         // Why: `app:v` would share keys with `app`.
         let app = KeySpace::new("app").unwrap();
         assert_eq!(app.data_key("v:k"), "app:v:v:k");
+    }
+
+    #[test]
+    fn builds_go_keys_as_the_go_library_does() {
+        let keys = KeySpace::go("myapp").unwrap();
+        assert_eq!(keys.prefix(), "myapp");
+        assert_eq!(keys.data_key("greeting"), "myapp:greeting");
+        assert_eq!(keys.lock_key("FirstKey"), "myapp:lock:FirstKey");
+        assert_eq!(keys.data_key("a:b c*"), "myapp:a:b c*");
+        // The prefix is used as given: no separator trimmed or added.
+        assert_eq!(KeySpace::go("app:").unwrap().data_key("k"), "app::k");
+        assert_eq!(KeySpace::go("").unwrap().data_key("k"), ":k");
+        assert_eq!(KeySpace::go("").unwrap().lock_key("k"), ":lock:k");
+    }
+
+    #[test]
+    fn the_go_layout_keeps_its_lock_collision() {
+        // Known flaw of the Go format (Go bug 21), kept for compatibility: the data of the
+        // user key `lock:x` is the lock of `x`.
+        let keys = KeySpace::go("p").unwrap();
+        assert_eq!(keys.data_key("lock:x"), keys.lock_key("x"));
+        assert_eq!(keys.data_key("lock:x"), "p:lock:x");
+    }
+
+    #[test]
+    fn go_prefixes_are_taken_as_go_takes_them() {
+        for prefix in [
+            "", "a", "v", "l", "app:v", "my app", "{tenant}", "ünï", "app:",
+        ] {
+            assert!(KeySpace::go(prefix).is_ok(), "{prefix:?}");
+        }
+        for prefix in ["app\n", "tab\there", "nul\0", "del\u{7f}"] {
+            assert!(
+                matches!(
+                    KeySpace::go(prefix),
+                    Err(BuildError::InvalidSetting {
+                        setting: "prefix",
+                        ..
+                    })
+                ),
+                "{prefix:?}"
+            );
+        }
+        assert!(KeySpace::go(&"x".repeat(MAX_PREFIX_LEN + 1)).is_err());
     }
 
     #[test]

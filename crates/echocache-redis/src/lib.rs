@@ -103,11 +103,113 @@
 //! fred are mapped to [`StoreError`](echocache_core::StoreError)s at the store's boundary
 //! (backend errors; bytes that cannot be decoded are decode errors).
 //!
+//! # Go interop
+//!
+//! A Rust service and a Go service using the [Go echocache](https://github.com/logocomune/echocache)
+//! (v1.2.x, go-redis v9) can share one Redis cache, so that services migrate one at a time
+//! with no cold cache and no double refreshes. Two constructors, one per Go store, make a
+//! [`RedisStore`] that reads and writes exactly what the Go library does:
+//!
+//! | Go constructor | Rust store | Redis value |
+//! |---|---|---|
+//! | `store.NewStaleWhileRevalidateRedisCache(db, prefix, ttl)` | [`RedisStore::go_echocache_compatible`] | `{"Value":…,"CreatedAt":"2025-02-21T21:01:30.123456789Z"}` |
+//! | `store.NewRedisCache(db, prefix, ttl)` | [`RedisStore::go_echocache_compatible_plain`] | the JSON of the value alone: `"hello"` |
+//!
+//! Give them the prefix and TTL the Go services use. Then:
+//!
+//! - **Keys** are the Go layout: the entry `{prefix}:{key}`, the refresh lock
+//!   `{prefix}:lock:{key}`, the prefix used as given (only a prefix over 256 bytes or with
+//!   control characters is refused).
+//! - **Writing** gives JSON the Go library decodes into the same value: the field names
+//!   `Value` and `CreatedAt` in Go's order, `CreatedAt` in Go's form (RFC 3339, UTC `Z`,
+//!   nanoseconds with trailing zeros trimmed, no fraction when they are zero), `<`, `>`,
+//!   `&`, U+2028 and U+2029 escaped as Go escapes them; `SET … EX secs` when the TTL is a
+//!   whole number of seconds, `PX ms` otherwise, as go-redis sends it.
+//! - **Reading** accepts what Go writes and what Go's decoder accepts: `CreatedAt` with 0
+//!   to 9 fractional digits, `Z` or a `±hh:mm` offset; field names in any case; unknown
+//!   fields ignored; Go's escapes. Go's zero time (`0001-01-01T00:00:00Z`, also what a
+//!   missing or `null` `CreatedAt` means) and any time before 1970 read as
+//!   [`UNIX_EPOCH`](std::time::SystemTime::UNIX_EPOCH): always stale, as in Go.
+//! - **Locks** are `SET {prefix}:lock:{key} token NX EX|PX ttl` with the token as a plain
+//!   string, as the Go library takes them: while a Go instance refreshes a key, a Rust
+//!   [`LazyEchoCache`](echocache_core::LazyEchoCache) skips it, and the other way round.
+//!   A Rust instance releases its lock with an atomic compare-and-delete; the Go code's
+//!   `GET` then `DEL` releases its own. Unlike the Go code, a lock TTL of zero still
+//!   expires (after 1 ms, Go bug 19).
+//! - **The plain format has no timestamp.** Its entries read with `written_at` =
+//!   `UNIX_EPOCH` (age unknown, taken as the oldest): fine for
+//!   [`EchoCache`](echocache_core::EchoCache), which ignores ages, but a
+//!   [`LazyEchoCache`](echocache_core::LazyEchoCache) needs the envelope format, so the
+//!   plain store's `try_lock` returns an error saying so and its background refreshes
+//!   fail visibly (counted in `stats().refresh_errors`).
+//!
+//! **The Go layout's key collision.** User key `lock:x` and the lock of `x` are the same
+//! Redis key, `{prefix}:lock:x`, in Go and therefore here (Go bug 21; the native layout
+//! has no such collision). Writing `lock:x` overwrites the refresh lock of `x` (and no
+//! one, Go or Rust, can take that lock while the entry lives), and while `x` is being
+//! refreshed `lock:x` reads as a decode error (the lock token is not JSON). The store cannot fix this without breaking the format Go
+//! services read: keep user keys that start with `lock:` out of Go-compatible stores.
+//!
+//! **The value type** must have the JSON of the Go type, which serde gives with a few
+//! attributes:
+//!
+//! - Go writes exported field names as declared (`City`), and reads them in any case:
+//!   `#[serde(rename_all = "PascalCase")]` (or `rename` per field) on the Rust struct.
+//! - A nil Go slice or map is `null`: model it as `Option<Vec<T>>` / `Option<HashMap<…>>`
+//!   (or `#[serde(default)]` with a `deserialize_with` that maps `null` to empty).
+//! - Go decodes `null`, or a missing `Value`, into the zero value of any type; serde only
+//!   accepts it for `Option` and `()`-like types: elsewhere it is a decode error (the
+//!   caches then reload and overwrite the entry).
+//! - A Go `[]byte` is a base64 string in JSON, a Rust `Vec<u8>` an array of numbers: use a
+//!   `String` holding base64, or a base64 serde adapter.
+//! - Byte for byte, serde's JSON can differ from Go's where JSON allows it (float
+//!   formatting such as `1.0` vs `1` and `1e21` vs `1e+21`, map key order unless the map
+//!   is a `BTreeMap` (Go sorts keys), `\b`/`\f` where Go before 1.22 writes
+//!   `\u0008`/`\u000c`): Go decodes both the same way.
+//!
+//! Do not share a prefix between a native and a Go-compatible store, nor between the two
+//! Go formats (as in Go, each reads the other's entries as garbage).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use echocache_core::LazyEchoCache;
+//! use echocache_redis::{Json, RedisStore};
+//! use echocache_redis::fred::prelude::*;
+//!
+//! /// Go: `type Weather struct { City string; Temperature int; Tags []string }`.
+//! #[derive(Clone, serde::Serialize, serde::Deserialize)]
+//! #[serde(rename_all = "PascalCase")]
+//! struct Weather {
+//!     city: String,
+//!     temperature: i64,
+//!     tags: Option<Vec<String>>,
+//! }
+//!
+//! # async fn fetch_weather(city: &str) -> Result<Weather, std::io::Error> { unimplemented!() }
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Builder::from_config(Config::from_url("redis://127.0.0.1:6379")?)
+//!     .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+//!     .build()?;
+//! client.init().await?;
+//!
+//! // Go: store.NewStaleWhileRevalidateRedisCache[Weather](rdb, "weather", 24*time.Hour)
+//! let store: RedisStore<Weather, Json> =
+//!     RedisStore::go_echocache_compatible(client, "weather", Duration::from_secs(24 * 3600))?;
+//! let cache = LazyEchoCache::builder(store)
+//!     .refresh_after(Duration::from_secs(10 * 60))
+//!     .build()?;
+//! let oslo = cache.fetch("oslo", || fetch_weather("oslo")).await?;
+//! println!("{} °C in {}", oslo.temperature, oslo.city);
+//! # Ok(()) }
+//! ```
+//!
 //! # Cargo features
 //!
 //! This crate has none; fred's own features (TLS, Sentinel, …) can be enabled by adding
 //! `fred` to your own `Cargo.toml` with the same major version.
 
+mod go_json;
+mod go_time;
 mod keys;
 mod lock;
 mod store;

@@ -1,5 +1,6 @@
-//! The refresh lock: `SET lockkey token NX PX ms` to take it, atomic compare-and-delete and
-//! compare-and-pexpire Lua scripts to release and extend it.
+//! The refresh lock: `SET lockkey token NX PX ms` to take it (`EX secs` for whole seconds
+//! in the Go layout, as go-redis sends), atomic compare-and-delete and compare-and-pexpire
+//! Lua scripts to release and extend it.
 //!
 //! The Go original took the lock with SETNX, GET and EXPIRE (not atomic, a re-entrant take
 //! reset the TTL to a hard-coded minute, a zero TTL made a lock that never expired: Go bug
@@ -69,18 +70,37 @@ pub(crate) fn px_millis(ttl: Duration) -> i64 {
     i64::try_from(ms).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS))
 }
 
-/// `SET lock_key token NX PX ttl`: the new owner's token, or `None` when the lock is held.
+/// The expiry go-redis sends for a TTL (its `usePrecise` and `formatSec`/`formatMs`):
+/// `EX secs` for a whole number of seconds, `PX ms` otherwise, the milliseconds truncated
+/// as Go truncates them (below 1 ms: `PX 1`).
+///
+/// Unlike go-redis, a zero TTL is `PX 1`, never "no expiry": a lock must expire by itself
+/// (Go bug 19), and stores refuse a zero entry TTL when they are made.
+pub(crate) fn go_expiration(ttl: Duration) -> Expiration {
+    if ttl.subsec_nanos() == 0
+        && let Ok(secs) = i64::try_from(ttl.as_secs())
+        && (1..=MAX_TTL_MS / 1000).contains(&secs)
+    {
+        return Expiration::EX(secs);
+    }
+    let ms = i64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.clamp(1, MAX_TTL_MS));
+    Expiration::PX(ms)
+}
+
+/// `SET lock_key token NX PX ttl` (or the given expiry): the new owner's token, or `None`
+/// when the lock is held. The token is stored as a plain string, as the Go echocache
+/// stores its own.
 pub(crate) async fn try_lock(
     client: &Client,
     lock_key: String,
-    ttl: Duration,
+    expiry: Expiration,
 ) -> Result<Option<LockToken>, FredError> {
     let token = LockToken::generate();
     let reply: Value = client
         .set(
             lock_key,
             token.as_str(),
-            Some(Expiration::PX(px_millis(ttl))),
+            Some(expiry),
             Some(SetOptions::NX),
             false,
         )
@@ -124,6 +144,29 @@ mod tests {
         assert_eq!(px_millis(Duration::from_micros(1_500)), 2);
         assert_eq!(px_millis(Duration::from_millis(30_000)), 30_000);
         assert_eq!(px_millis(Duration::MAX), MAX_TTL_MS);
+    }
+
+    #[test]
+    fn go_expiry_is_ex_for_whole_seconds_and_px_otherwise() {
+        let cases = [
+            (Duration::from_secs(3600), Expiration::EX(3600)),
+            (Duration::from_secs(1), Expiration::EX(1)),
+            // Go's NeverExpire, 100 years.
+            (
+                Duration::from_secs(3_153_600_000),
+                Expiration::EX(3_153_600_000),
+            ),
+            (Duration::from_millis(1_500), Expiration::PX(1_500)),
+            (Duration::from_millis(999), Expiration::PX(999)),
+            (Duration::from_micros(90_500_900), Expiration::PX(90_500)),
+            (Duration::from_micros(1), Expiration::PX(1)),
+            (Duration::ZERO, Expiration::PX(1)),
+            (Duration::MAX, Expiration::PX(MAX_TTL_MS)),
+            (Duration::from_secs(u64::MAX), Expiration::PX(MAX_TTL_MS)),
+        ];
+        for (ttl, want) in cases {
+            assert_eq!(go_expiration(ttl), want, "{ttl:?}");
+        }
     }
 
     #[test]

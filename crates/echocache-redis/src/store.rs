@@ -5,7 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use echocache_core::codec::{Codec, DEFAULT_MAX_VALUE_BYTES, HEADER_LEN, MessagePack};
+use echocache_core::codec::{Codec, DEFAULT_MAX_VALUE_BYTES, Json, MessagePack};
 use echocache_core::codec::{decode_entry, encode_entry};
 use echocache_core::{BuildError, Entry, LockToken, Store, StoreError};
 use fred::bytes::Bytes;
@@ -16,6 +16,7 @@ use fred::types::{Expiration, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::go_json;
 use crate::keys::KeySpace;
 use crate::lock::{self, MAX_TTL_MS};
 
@@ -117,6 +118,25 @@ fn backend(command: &'static str) -> impl FnOnce(FredError) -> StoreError {
     move |source| StoreError::backend(CommandError { command, source })
 }
 
+/// What the lock operations of a Go plain store return: that format has no timestamp, so a
+/// [`LazyEchoCache`](echocache_core::LazyEchoCache) cannot work on it.
+const GO_PLAIN_NO_LOCK: &str = "the Go echocache plain format has no timestamps and no refresh \
+    lock: a LazyEchoCache needs RedisStore::go_echocache_compatible (the envelope format)";
+
+/// The layout and value format of a [`RedisStore`]: one store type, one set of commands;
+/// only the key builders and the (de)serialisation look at it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// `{prefix}:v:` / `{prefix}:l:` keys, echocache's versioned envelope, the codec `C`.
+    Native,
+    /// The Go echocache's `{prefix}:` / `{prefix}:lock:` keys and the JSON of its
+    /// stale-while-revalidate stores, `{"Value":…,"CreatedAt":…}`.
+    GoEnvelope,
+    /// The Go echocache's keys and the JSON of its plain stores: the value alone, no
+    /// timestamp; no refresh lock.
+    GoPlain,
+}
+
 /// A [`Store`] in Redis, through [fred](https://docs.rs/fred).
 ///
 /// - Data key `{prefix}:v:{key}`, lock key `{prefix}:l:{key}`: no user key can collide
@@ -132,6 +152,11 @@ fn backend(command: &'static str) -> impl FnOnce(FredError) -> StoreError {
 ///   heal by loading and overwriting the entry.
 /// - The refresh lock is `SET {prefix}:l:{key} token NX PX ttl`, released by an atomic
 ///   compare-and-delete script: a process never deletes a lock it no longer owns.
+///
+/// [`go_echocache_compatible`](RedisStore::go_echocache_compatible) and
+/// [`go_echocache_compatible_plain`](RedisStore::go_echocache_compatible_plain) make a
+/// store that shares its entries and locks with services using the Go echocache instead:
+/// see the [crate docs](crate#go-interop).
 ///
 /// Cheap to clone when `C` is (fred clients are handles to shared state).
 ///
@@ -157,11 +182,29 @@ fn backend(command: &'static str) -> impl FnOnce(FredError) -> StoreError {
 pub struct RedisStore<V, C = MessagePack> {
     conn: RedisConnection,
     keys: KeySpace,
+    format: Format,
     ttl: Duration,
     ttl_ms: i64,
     codec: C,
     max_value_bytes: usize,
     value: PhantomData<fn() -> V>,
+}
+
+/// Checks an entry TTL and returns it in whole milliseconds.
+fn ttl_millis(ttl: Duration) -> Result<i64, BuildError> {
+    if ttl < Duration::from_millis(1) {
+        return Err(BuildError::InvalidSetting {
+            setting: "ttl",
+            reason: "must be at least 1 ms (Redis PX resolution)",
+        });
+    }
+    i64::try_from(ttl.as_millis())
+        .ok()
+        .filter(|ms| *ms <= MAX_TTL_MS)
+        .ok_or(BuildError::InvalidSetting {
+            setting: "ttl",
+            reason: "is too large for Redis PX",
+        })
 }
 
 impl<V> RedisStore<V, MessagePack> {
@@ -185,45 +228,167 @@ impl<V> RedisStore<V, MessagePack> {
         ttl: Duration,
     ) -> Result<Self, BuildError> {
         let keys = KeySpace::new(prefix)?;
-        if ttl < Duration::from_millis(1) {
-            return Err(BuildError::InvalidSetting {
-                setting: "ttl",
-                reason: "must be at least 1 ms (Redis PX resolution)",
-            });
-        }
-        let ttl_ms = i64::try_from(ttl.as_millis())
-            .ok()
-            .filter(|ms| *ms <= MAX_TTL_MS)
-            .ok_or(BuildError::InvalidSetting {
-                setting: "ttl",
-                reason: "is too large for Redis PX",
-            })?;
-        Ok(Self {
-            conn: client.into(),
-            keys,
-            ttl,
-            ttl_ms,
-            codec: MessagePack,
-            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
-            value: PhantomData,
-        })
+        RedisStore::with_format(client.into(), keys, Format::Native, ttl, MessagePack)
+    }
+}
+
+impl<V> RedisStore<V, Json> {
+    /// Makes a store that shares its entries and refresh locks with Go services using the
+    /// Go echocache's `NewStaleWhileRevalidateRedisCache(db, prefix, ttl)`.
+    ///
+    /// - Entries live under `{prefix}:{key}` as the JSON of Go's `StaleValue[T]`,
+    ///   `{"Value":…,"CreatedAt":"2025-02-21T21:01:30.123456789Z"}`, written with
+    ///   `SET key json EX secs` (whole seconds) or `PX ms`, as go-redis sends them.
+    /// - The refresh lock is `SET {prefix}:lock:{key} token NX EX|PX ttl`: a Go instance and
+    ///   a Rust instance exclude each other. It is still released by an atomic
+    ///   compare-and-delete (the Go code's `GET` then `DEL` releases Rust locks just as
+    ///   well).
+    ///
+    /// Use it with [`LazyEchoCache`](echocache_core::LazyEchoCache) (entries carry their
+    /// age) or [`EchoCache`](echocache_core::EchoCache). The value type must have the same
+    /// JSON as the Go type: see the [crate docs](crate#go-interop) for the details, the
+    /// codec (`Json` in the type, unused: there is no envelope header) and the one
+    /// collision the Go key layout has (`lock:x` is the lock of `x`).
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidSetting`] naming `prefix` when the prefix is longer than 256
+    /// bytes or holds control characters (any other prefix is used as given, as Go does,
+    /// the empty one included); naming `ttl` when `ttl` is below 1 ms or too large for
+    /// Redis. Go's TTL of 0 (no expiry) has no equivalent: use a long TTL (Go's
+    /// `NeverExpire`, 100 years, is `Duration::from_secs(3_153_600_000)`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use echocache_core::LazyEchoCache;
+    /// use echocache_redis::{Json, RedisStore};
+    /// use echocache_redis::fred::prelude::*;
+    ///
+    /// /// Go: `type Profile struct { Name string; Tags []string }`.
+    /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    /// #[serde(rename_all = "PascalCase")]
+    /// struct Profile {
+    ///     name: String,
+    ///     tags: Option<Vec<String>>, // a nil Go slice is `null`
+    /// }
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = Builder::from_config(Config::from_url("redis://127.0.0.1:6379")?)
+    ///     .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+    ///     .build()?;
+    /// client.init().await?;
+    ///
+    /// // The prefix and TTL the Go services pass to NewStaleWhileRevalidateRedisCache.
+    /// let store: RedisStore<Profile, Json> =
+    ///     RedisStore::go_echocache_compatible(client, "profiles", Duration::from_secs(24 * 3600))?;
+    /// assert_eq!(store.data_key("42"), "profiles:42");
+    /// assert_eq!(store.lock_key("42"), "profiles:lock:42");
+    /// let cache = LazyEchoCache::builder(store)
+    ///     .refresh_after(Duration::from_secs(60))
+    ///     .build()?;
+    /// # drop(cache);
+    /// # Ok(()) }
+    /// ```
+    pub fn go_echocache_compatible(
+        client: impl Into<RedisConnection>,
+        prefix: &str,
+        ttl: Duration,
+    ) -> Result<Self, BuildError> {
+        let keys = KeySpace::go(prefix)?;
+        RedisStore::with_format(client.into(), keys, Format::GoEnvelope, ttl, Json)
+    }
+
+    /// Makes a store that shares its entries with Go services using the Go echocache's
+    /// plain `NewRedisCache(db, prefix, ttl)`: entries under `{prefix}:{key}`, holding the
+    /// JSON of the value alone (a string is stored with its quotes, `"hello"`).
+    ///
+    /// **That format has no timestamp**, so an entry's age is unknown. This store reads
+    /// every entry with `written_at` = [`UNIX_EPOCH`](std::time::SystemTime::UNIX_EPOCH)
+    /// (the oldest time, as Go reads a missing `CreatedAt`: never "fresh" by mistake) and
+    /// drops `written_at` when writing. Use it with [`EchoCache`](echocache_core::EchoCache),
+    /// which does not look at ages. A [`LazyEchoCache`](echocache_core::LazyEchoCache)
+    /// needs [`go_echocache_compatible`](Self::go_echocache_compatible) (the Go
+    /// stale-while-revalidate format): on this store every hit would be stale, so
+    /// `try_lock` and [`extend_lock`](Self::extend_lock) return an error saying so, and
+    /// every background refresh fails visibly (counted in `stats().refresh_errors` and
+    /// `store_errors`) instead of running against an age that does not exist. (With
+    /// `expire_after` set, every hit would even be expired and load: nothing is cached.)
+    ///
+    /// # Errors
+    ///
+    /// As [`go_echocache_compatible`](Self::go_echocache_compatible).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use echocache_core::EchoCache;
+    /// use echocache_redis::{Json, RedisStore};
+    /// use echocache_redis::fred::prelude::*;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = Builder::from_config(Config::from_url("redis://127.0.0.1:6379")?).build()?;
+    /// client.init().await?;
+    /// let store: RedisStore<String, Json> =
+    ///     RedisStore::go_echocache_compatible_plain(client, "greetings", Duration::from_secs(3600))?;
+    /// let cache = EchoCache::new(store);
+    /// let hello = cache
+    ///     .fetch("en", || async { Ok::<_, std::io::Error>("hello".to_owned()) })
+    ///     .await?;
+    /// // Redis now holds `greetings:en` = `"hello"`, which a Go NewRedisCache[string] reads.
+    /// # drop(hello);
+    /// # Ok(()) }
+    /// ```
+    pub fn go_echocache_compatible_plain(
+        client: impl Into<RedisConnection>,
+        prefix: &str,
+        ttl: Duration,
+    ) -> Result<Self, BuildError> {
+        let keys = KeySpace::go(prefix)?;
+        RedisStore::with_format(client.into(), keys, Format::GoPlain, ttl, Json)
     }
 }
 
 impl<V, C> RedisStore<V, C> {
+    fn with_format(
+        conn: RedisConnection,
+        keys: KeySpace,
+        format: Format,
+        ttl: Duration,
+        codec: C,
+    ) -> Result<Self, BuildError> {
+        Ok(Self {
+            conn,
+            keys,
+            format,
+            ttl,
+            ttl_ms: ttl_millis(ttl)?,
+            codec,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            value: PhantomData,
+        })
+    }
+
     /// Uses `codec` for the values, e.g. [`Json`](crate::Json) to read entries in
     /// `redis-cli`.
     ///
     /// Entries written with another codec read as decode errors (then the caches reload
     /// and overwrite them), so switching codecs on a live prefix costs one load per key.
     ///
+    /// A Go-compatible store (see
+    /// [`go_echocache_compatible`](RedisStore::go_echocache_compatible)) keeps writing the
+    /// Go echocache's JSON: there the codec changes the type only.
+    ///
     /// # Default
     ///
-    /// [`MessagePack`].
+    /// [`MessagePack`] ([`Json`] for Go-compatible stores).
     pub fn codec<C2: Codec>(self, codec: C2) -> RedisStore<V, C2> {
         RedisStore {
             conn: self.conn,
             keys: self.keys,
+            format: self.format,
             ttl: self.ttl,
             ttl_ms: self.ttl_ms,
             codec,
@@ -238,20 +403,15 @@ impl<V, C> RedisStore<V, C> {
     /// still gets the loaded value) and, if one was written by someone else, reads as a
     /// decode error after at most `max + 1` bytes were transferred.
     ///
+    /// Any `max` is accepted. One that no entry can fit in (at most the 10-byte envelope
+    /// header, [`HEADER_LEN`](echocache_core::codec::HEADER_LEN), for the native format;
+    /// below the shortest JSON, for a Go-compatible store) makes every write fail with
+    /// that size error and every read a decode error: the caches then load every time.
+    ///
     /// # Default
     ///
     /// [`DEFAULT_MAX_VALUE_BYTES`] (16 MiB).
-    ///
-    /// # Panics
-    ///
-    /// When `max` is not above the envelope header ([`HEADER_LEN`], 10 bytes): no entry
-    /// could ever be stored.
-    #[track_caller]
     pub fn max_value_bytes(self, max: usize) -> Self {
-        assert!(
-            max > HEADER_LEN,
-            "max_value_bytes must be above the {HEADER_LEN}-byte envelope header, got {max}"
-        );
         Self {
             max_value_bytes: max,
             ..self
@@ -273,14 +433,35 @@ impl<V, C> RedisStore<V, C> {
         &self.conn
     }
 
-    /// The Redis key holding the entry for `key`: `{prefix}:v:{key}`.
+    /// The Redis key holding the entry for `key`: `{prefix}:v:{key}`, or `{prefix}:{key}`
+    /// for a Go-compatible store.
     pub fn data_key(&self, key: &str) -> String {
         self.keys.data_key(key)
     }
 
-    /// The Redis key holding the refresh lock for `key`: `{prefix}:l:{key}`.
+    /// The Redis key holding the refresh lock for `key`: `{prefix}:l:{key}`, or
+    /// `{prefix}:lock:{key}` for a Go-compatible store (where it is also the
+    /// [`data_key`](Self::data_key) of the user key `lock:{key}`: see the
+    /// [crate docs](crate#go-interop)).
     pub fn lock_key(&self, key: &str) -> String {
         self.keys.lock_key(key)
+    }
+
+    /// The expiry an entry is written with: `PX ms`, or as go-redis sends it (`EX secs`
+    /// for whole seconds) for a Go-compatible store.
+    fn entry_expiration(&self) -> Expiration {
+        match self.format {
+            Format::Native => Expiration::PX(self.ttl_ms),
+            Format::GoEnvelope | Format::GoPlain => lock::go_expiration(self.ttl),
+        }
+    }
+
+    /// The expiry a refresh lock of `ttl` is taken with.
+    fn lock_expiration(&self, ttl: Duration) -> Expiration {
+        match self.format {
+            Format::Native => Expiration::PX(lock::px_millis(ttl)),
+            Format::GoEnvelope | Format::GoPlain => lock::go_expiration(ttl),
+        }
     }
 
     /// Resets the TTL of the refresh lock for `key` to `ttl`, if `token` still owns it.
@@ -292,13 +473,18 @@ impl<V, C> RedisStore<V, C> {
     ///
     /// # Errors
     ///
-    /// A backend [`StoreError`] when Redis fails.
+    /// A backend [`StoreError`] when Redis fails, or at once on a store made with
+    /// [`go_echocache_compatible_plain`](RedisStore::go_echocache_compatible_plain), which
+    /// has no refresh lock.
     pub async fn extend_lock(
         &self,
         key: &str,
         token: &LockToken,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
+        if self.format == Format::GoPlain {
+            return Err(StoreError::backend_msg(GO_PLAIN_NO_LOCK));
+        }
         lock::extend(self.conn.client(), self.keys.lock_key(key), token, ttl)
             .await
             .map_err(backend("EVALSHA (extend lock)"))
@@ -310,6 +496,7 @@ impl<V, C: Clone> Clone for RedisStore<V, C> {
         Self {
             conn: self.conn.clone(),
             keys: self.keys.clone(),
+            format: self.format,
             ttl: self.ttl,
             ttl_ms: self.ttl_ms,
             codec: self.codec.clone(),
@@ -321,13 +508,43 @@ impl<V, C: Clone> Clone for RedisStore<V, C> {
 
 impl<V, C: Codec> fmt::Debug for RedisStore<V, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisStore")
-            .field("prefix", &self.keys.prefix())
-            .field("ttl", &self.ttl)
-            .field("codec_id", &C::ID)
+        let mut out = f.debug_struct("RedisStore");
+        out.field("prefix", &self.keys.prefix());
+        match self.format {
+            Format::Native => out.field("codec_id", &C::ID),
+            Format::GoEnvelope => out.field("format", &"go-echocache-envelope"),
+            Format::GoPlain => out.field("format", &"go-echocache-plain"),
+        };
+        out.field("ttl", &self.ttl)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("connection", &self.conn)
             .finish()
+    }
+}
+
+impl<V, C> RedisStore<V, C>
+where
+    V: Serialize + DeserializeOwned,
+    C: Codec,
+{
+    /// The bytes stored for `entry`, in this store's format.
+    fn encode(&self, entry: &Entry<V>) -> Result<Vec<u8>, StoreError> {
+        match self.format {
+            Format::Native => encode_entry(&self.codec, entry, self.max_value_bytes),
+            Format::GoEnvelope => go_json::encode_envelope(entry, self.max_value_bytes),
+            Format::GoPlain => go_json::encode_plain(&entry.value, self.max_value_bytes),
+        }
+    }
+
+    /// The entry stored as `bytes`, in this store's format.
+    fn decode(&self, bytes: &[u8]) -> Result<Entry<V>, StoreError> {
+        match self.format {
+            Format::Native => decode_entry(&self.codec, bytes, self.max_value_bytes),
+            Format::GoEnvelope => go_json::decode_envelope(bytes, self.max_value_bytes),
+            // No timestamp in this format: the oldest time, never "fresh" by mistake.
+            Format::GoPlain => go_json::decode_plain(bytes, self.max_value_bytes)
+                .map(|value| Entry::new(value, std::time::SystemTime::UNIX_EPOCH)),
+        }
     }
 }
 
@@ -339,7 +556,7 @@ where
     async fn get(&self, key: &str) -> Result<Option<Entry<V>>, StoreError> {
         // GETRANGE 0 max (inclusive) rather than GET: one round trip all the same, but an
         // oversized value costs at most `max + 1` bytes, never its full size. A missing key
-        // reads as "" (so does an empty string, which is no envelope either).
+        // reads as "" (so does an empty string, which is no envelope, nor JSON, either).
         let end = self.max_value_bytes.min(i64::MAX as usize);
         let bytes: Option<Bytes> = self
             .conn
@@ -348,21 +565,19 @@ where
             .await
             .map_err(backend("GETRANGE"))?;
         match bytes {
-            Some(bytes) if !bytes.is_empty() => {
-                decode_entry(&self.codec, &bytes, self.max_value_bytes).map(Some)
-            }
+            Some(bytes) if !bytes.is_empty() => self.decode(&bytes).map(Some),
             _ => Ok(None),
         }
     }
 
     async fn set(&self, key: &str, entry: &Entry<V>) -> Result<(), StoreError> {
-        let bytes = encode_entry(&self.codec, entry, self.max_value_bytes)?;
+        let bytes = self.encode(entry)?;
         self.conn
             .client()
             .set::<(), _, _>(
                 self.keys.data_key(key),
                 Value::Bytes(Bytes::from(bytes)),
-                Some(Expiration::PX(self.ttl_ms)),
+                Some(self.entry_expiration()),
                 None,
                 false,
             )
@@ -379,12 +594,20 @@ where
     }
 
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
-        lock::try_lock(self.conn.client(), self.keys.lock_key(key), ttl)
+        if self.format == Format::GoPlain {
+            return Err(StoreError::backend_msg(GO_PLAIN_NO_LOCK));
+        }
+        let expiry = self.lock_expiration(ttl);
+        lock::try_lock(self.conn.client(), self.keys.lock_key(key), expiry)
             .await
             .map_err(backend("SET NX (lock)"))
     }
 
     async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
+        if self.format == Format::GoPlain {
+            // No lock was ever taken through this store: nothing to release.
+            return Ok(());
+        }
         lock::unlock(self.conn.client(), self.keys.lock_key(key), token)
             .await
             .map_err(backend("EVALSHA (unlock)"))
@@ -394,7 +617,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use echocache_core::codec::HEADER_LEN;
     use fred::types::config::Config;
+    use std::time::SystemTime;
 
     fn client() -> Client {
         // Never connected: these tests send no command.
@@ -451,12 +676,120 @@ mod tests {
         assert!(printed.contains("max_value_bytes: 11"), "{printed}");
     }
 
+    #[tokio::test]
+    async fn a_limit_no_entry_fits_is_accepted_and_every_write_fails() {
+        // No server: the size check fails before any command is sent.
+        for max in [0, 1, HEADER_LEN] {
+            let store: RedisStore<String> =
+                RedisStore::new(client(), "app", Duration::from_secs(1))
+                    .unwrap()
+                    .max_value_bytes(max);
+            assert!(format!("{store:?}").contains(&format!("max_value_bytes: {max}")));
+            let err = store
+                .set("k", &Entry::new(String::new(), SystemTime::UNIX_EPOCH))
+                .await;
+            let err = err.unwrap_err();
+            assert!(err.is_decode(), "{err:?}");
+            let cause = err.source().unwrap().to_string();
+            assert!(cause.contains("exceeds the limit"), "{cause}");
+        }
+        let go: RedisStore<String, crate::Json> =
+            RedisStore::go_echocache_compatible(client(), "app", Duration::from_secs(1))
+                .unwrap()
+                .max_value_bytes(0);
+        let err = go
+            .set("k", &Entry::new(String::new(), SystemTime::UNIX_EPOCH))
+            .await;
+        assert!(err.unwrap_err().is_decode());
+    }
+
     #[test]
-    #[should_panic(expected = "max_value_bytes must be above")]
-    fn a_limit_below_the_header_panics_at_construction() {
-        let store: RedisStore<String> =
-            RedisStore::new(client(), "app", Duration::from_secs(1)).unwrap();
-        let _ = store.max_value_bytes(HEADER_LEN);
+    fn go_stores_use_the_go_layout() {
+        let ttl = Duration::from_secs(3600);
+        let store: RedisStore<String, crate::Json> =
+            RedisStore::go_echocache_compatible(client(), "myapp", ttl).unwrap();
+        assert_eq!(store.prefix(), "myapp");
+        assert_eq!(store.ttl(), ttl);
+        assert_eq!(store.data_key("greeting"), "myapp:greeting");
+        assert_eq!(store.lock_key("greeting"), "myapp:lock:greeting");
+        // The known collision of the Go layout (Go bug 21), kept: Go services use it.
+        assert_eq!(store.data_key("lock:x"), store.lock_key("x"));
+        let printed = format!("{store:?}");
+        assert!(printed.contains("go-echocache-envelope"), "{printed}");
+        assert!(!printed.contains("codec_id"), "{printed}");
+
+        let plain: RedisStore<String, crate::Json> =
+            RedisStore::go_echocache_compatible_plain(client(), "", ttl).unwrap();
+        assert_eq!(
+            plain.data_key("k"),
+            ":k",
+            "an empty prefix is used as Go uses it"
+        );
+        assert!(format!("{plain:?}").contains("go-echocache-plain"));
+        // `codec` changes the type, not the format.
+        let plain = plain.codec(MessagePack);
+        assert_eq!(plain.data_key("k"), ":k");
+        assert!(format!("{plain:?}").contains("go-echocache-plain"));
+    }
+
+    #[test]
+    fn go_stores_validate_their_settings() {
+        let go = |prefix: &str, ttl| -> Result<RedisStore<String, crate::Json>, BuildError> {
+            RedisStore::go_echocache_compatible(client(), prefix, ttl)
+        };
+        let setting_of = |result: Result<RedisStore<String, crate::Json>, BuildError>| match result
+        {
+            Err(BuildError::InvalidSetting { setting, .. }) => setting,
+            Ok(store) => panic!("accepted: {store:?}"),
+            Err(other) => panic!("{other:?}"),
+        };
+        let ttl = Duration::from_secs(1);
+        assert!(go("my app:v", ttl).is_ok(), "Go prefixes are used as given");
+        assert_eq!(setting_of(go("app\n", ttl)), "prefix");
+        assert_eq!(setting_of(go(&"x".repeat(257), ttl)), "prefix");
+        assert_eq!(setting_of(go("app", Duration::ZERO)), "ttl");
+        assert_eq!(setting_of(go("app", Duration::MAX)), "ttl");
+        assert_eq!(
+            setting_of(RedisStore::go_echocache_compatible_plain(
+                client(),
+                "app\0",
+                ttl
+            )),
+            "prefix"
+        );
+        assert!(
+            go("app", Duration::from_secs(3_153_600_000)).is_ok(),
+            "NeverExpire"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_go_plain_store_refuses_locks_with_a_clear_error() {
+        // No server: refused before any command is sent.
+        let store: RedisStore<String, crate::Json> =
+            RedisStore::go_echocache_compatible_plain(client(), "app", Duration::from_secs(1))
+                .unwrap();
+        let err = store
+            .try_lock("k", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(!err.is_decode());
+        let message = format!("{err}: {:?}", err.source());
+        assert!(
+            message.contains("LazyEchoCache needs RedisStore::go_echocache_compatible"),
+            "{message}"
+        );
+        let token = LockToken::generate();
+        assert!(
+            store.unlock("k", &token).await.is_ok(),
+            "nothing to release"
+        );
+        assert!(
+            store
+                .extend_lock("k", &token, Duration::from_secs(1))
+                .await
+                .is_err()
+        );
     }
 
     #[test]
@@ -473,16 +806,21 @@ mod tests {
     #[test]
     fn store_futures_are_send() {
         fn is_send<T: Send>(_: T) {}
-        let store: RedisStore<String> =
-            RedisStore::new(client(), "app", Duration::from_secs(1)).unwrap();
-        let entry = Entry::new(String::new(), std::time::SystemTime::UNIX_EPOCH);
+        let ttl = Duration::from_secs(1);
+        let native: RedisStore<String, crate::Json> = RedisStore::new(client(), "app", ttl)
+            .unwrap()
+            .codec(crate::Json);
+        let go = RedisStore::go_echocache_compatible(client(), "app", ttl).unwrap();
+        let entry = Entry::new(String::new(), SystemTime::UNIX_EPOCH);
         let token = LockToken::generate();
-        is_send(store.get("k"));
-        is_send(store.set("k", &entry));
-        is_send(store.remove("k"));
-        is_send(store.try_lock("k", Duration::from_secs(1)));
-        is_send(store.unlock("k", &token));
-        is_send(store.extend_lock("k", &token, Duration::from_secs(1)));
+        for store in [native, go] {
+            is_send(store.get("k"));
+            is_send(store.set("k", &entry));
+            is_send(store.remove("k"));
+            is_send(store.try_lock("k", ttl));
+            is_send(store.unlock("k", &token));
+            is_send(store.extend_lock("k", &token, ttl));
+        }
     }
 
     #[test]
