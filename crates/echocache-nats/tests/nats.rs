@@ -82,6 +82,28 @@ async fn settled(in_flight: impl Fn() -> usize) {
     }
 }
 
+/// `n` distinct keys mixing the characters NATS gives meaning to (`.`, `*`, `>`), the
+/// escape character `=`, separators, whitespace and non-ASCII (a fixed pseudo-random walk).
+fn generated_awkward_keys(n: usize) -> Vec<String> {
+    const ALPHABET: [&str; 16] = [
+        ".", "*", ">", ":", "=", " ", "a", "Z", "0", "/", "-", "_", "é", "☃", "\t", "=2E",
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut keys = std::collections::BTreeSet::new();
+    while keys.len() < n {
+        let mut key = String::new();
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let len = 1 + (state % 7) as usize;
+        for i in 0..len {
+            key.push_str(ALPHABET[((state >> (i * 4)) & 15) as usize]);
+        }
+        keys.insert(key);
+    }
+    keys.into_iter().collect()
+}
+
 fn ago(secs: u64) -> SystemTime {
     SystemTime::now() - Duration::from_secs(secs)
 }
@@ -158,7 +180,11 @@ async fn awkward_keys_round_trip_without_collisions() {
         .into_iter()
         .map(str::to_owned)
         .chain([long.clone(), format!("{long}y"), long_unicode.clone()])
+        .chain(generated_awkward_keys(200))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
+        assert!(keys.len() >= 200, "{} distinct keys", keys.len());
         for (i, key) in keys.iter().enumerate() {
             store
                 .set(key, &Entry::new(format!("value-{i}"), SystemTime::now()))
@@ -646,4 +672,207 @@ async fn server_ttl_needs_a_bucket_with_limit_markers() {
         assert!(err.to_string().contains("limit_markers"), "{err}");
     })
     .await;
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+    tags: Vec<String>,
+    manager: Option<Box<User>>,
+}
+
+#[tokio::test]
+#[ignore = "needs NATS: cargo xtask test"]
+async fn a_struct_round_trips_through_both_codecs() {
+    with_bucket("struct", |_, kv| async move {
+        let ada = User {
+            id: 42,
+            name: "Ada \u{2603}".into(),
+            tags: vec!["admin".into(), String::new()],
+            manager: Some(Box::new(User {
+                id: 1,
+                name: "Grace".into(),
+                tags: vec![],
+                manager: None,
+            })),
+        };
+        let written = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_732_000_000_123_456_789);
+        let msgpack: NatsStore<User> = NatsStore::new(kv.clone(), "mp").unwrap();
+        let json: NatsStore<User, Json> = NatsStore::new(kv, "js").unwrap().codec(Json);
+        msgpack
+            .set("ada", &Entry::new(ada.clone(), written))
+            .await
+            .unwrap();
+        json.set("ada", &Entry::new(ada.clone(), written))
+            .await
+            .unwrap();
+        for got in [
+            msgpack.get("ada").await.unwrap(),
+            json.get("ada").await.unwrap(),
+        ] {
+            let got = got.expect("the entry");
+            assert_eq!(got.value, ada);
+            assert_eq!(got.written_at, written);
+        }
+    })
+    .await;
+}
+
+/// Two processes (two connections, two caches) share one bucket: a stale key is refreshed
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs NATS: cargo xtask test"]
+async fn two_lazy_caches_sharing_a_bucket_refresh_a_stale_key_once() {
+    with_bucket("fleet", |_, kv_a| async move {
+        let js_b = jetstream().await;
+        let kv_b = js_b
+            .get_key_value(kv_a.name.clone())
+            .await
+            .expect("open the bucket");
+        let clock = echocache_core::ManualClock::new(SystemTime::now());
+        let cache = |kv: kv::Store| {
+            echocache_core::LazyEchoCache::builder(NatsStore::<String>::new(kv, "fleet").unwrap())
+                .refresh_after(Duration::from_secs(60))
+                .clock(clock.clone())
+                .build()
+                .unwrap()
+        };
+        let (a, b) = (cache(kv_a), cache(kv_b));
+        a.insert("k", "v1".to_owned()).await.unwrap();
+        clock.advance(Duration::from_secs(61));
+
+        let loads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let loader = |value: &'static str| {
+            let (loads, gate) = (loads.clone(), gate.clone());
+            move || async move {
+                loads.fetch_add(1, Ordering::SeqCst);
+                gate.acquire().await.expect("gate").forget();
+                Ok::<_, std::io::Error>(value.to_owned())
+            }
+        };
+        assert_eq!(a.fetch("k", loader("from a")).await.unwrap(), "v1");
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while loads.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("A's refresh starts");
+        assert_eq!(b.fetch("k", loader("from b")).await.unwrap(), "v1");
+        settled(|| b.refreshes_pending()).await;
+        assert_eq!(b.stats().refreshes_locked_out, 1, "{:?}", b.stats());
+        gate.add_permits(10);
+        settled(|| a.refreshes_pending()).await;
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one refresh fleet-wide");
+        assert_eq!(b.get("k").await.unwrap().as_deref(), Some("from a"));
+        a.shutdown().await;
+        b.shutdown().await;
+    })
+    .await;
+}
+
+/// A `nats-server -js` child of this test on its own port and folder, killed when dropped.
+struct OwnServer {
+    child: std::process::Child,
+}
+
+impl OwnServer {
+    fn start(port: u16, dir: &std::path::Path) -> Self {
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect(
+                "this test starts and kills its own NATS: it needs the nats-server binary \
+                 (Debian/Ubuntu: apt-get install nats-server)",
+            );
+        // Owned at once, so the child is killed and reaped on every path.
+        let server = Self { child };
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("nats-server on port {port} did not start");
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs NATS: cargo xtask test"]
+async fn the_store_recovers_after_a_server_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = std::env::temp_dir().join(format!(
+        "echocache-nats-restart-{}-{port}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = OwnServer::start(port, &dir);
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .request_timeout(Some(Duration::from_millis(500)))
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await
+        .expect("connect");
+    let js = jetstream::new(client);
+    let kv = open_or_create_bucket(
+        &js,
+        "restart",
+        &BucketOptions::new().storage(StorageType::File),
+    )
+    .await
+    .expect("bucket");
+    let store: NatsStore<String> = NatsStore::new(kv, "r").unwrap();
+    store
+        .set("k", &Entry::new("before".into(), SystemTime::now()))
+        .await
+        .unwrap();
+
+    drop(server);
+    let down = tokio::time::timeout(Duration::from_secs(10), store.get("k"))
+        .await
+        .expect("a stopped server gives an error, not a hang");
+    assert!(down.is_err(), "no server: {down:?}");
+
+    let server = OwnServer::start(port, &dir);
+    // A bound, not a timing assertion: the client reconnects by itself.
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut recovered = false;
+    while tokio::time::Instant::now() < give_up {
+        if let Ok(Some(entry)) = store.get("k").await {
+            assert_eq!(
+                entry.value, "before",
+                "the file-backed bucket kept its entry"
+            );
+            recovered = store
+                .set("k", &Entry::new("after".into(), SystemTime::now()))
+                .await
+                .is_ok();
+            if recovered {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered, "the store did not recover after the restart");
+    assert_eq!(
+        store.get("k").await.unwrap().map(|e| e.value).as_deref(),
+        Some("after")
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
 }
