@@ -88,6 +88,29 @@ mod key;
 mod lock;
 mod store;
 
+/// The `async-nats` this crate is built on, so a client is built from the same version.
+pub use async_nats;
 pub use bucket::{BucketError, BucketErrorKind, BucketOptions, MAX_HISTORY, open_or_create_bucket};
 pub use key::{MAX_ENCODED_KEY_LEN, MAX_PREFIX_LEN};
 pub use store::NatsStore;
+
+/// Key encoding internals for the fuzz targets (`fuzz/`) and their corpus tests: **not
+/// part of the API**, exempt from semver, may change in any release.
+#[doc(hidden)]
+pub mod __fuzz {
+    use echocache_core::BuildError;
+
+    /// The KV keys of `key` in a store with `prefix`: `(data key, lock key, hashed)`, as
+    /// [`NatsStore::data_key`](crate::NatsStore::data_key) and
+    /// [`NatsStore::lock_key`](crate::NatsStore::lock_key) give them, without a bucket.
+    ///
+    /// # Errors
+    ///
+    /// The [`BuildError`] that [`NatsStore::new`](crate::NatsStore::new) gives for an
+    /// invalid `prefix`.
+    pub fn kv_keys(prefix: &str, key: &str) -> Result<(String, String, bool), BuildError> {
+        let space = crate::key::KeySpace::new(prefix)?;
+        let (data, hashed) = space.data_key(key);
+        Ok((data, space.lock_key(key), hashed))
+    }
+}

@@ -62,6 +62,25 @@ pub use echocache_core::{
     LazyEchoCacheBuilder, LockToken, ManualClock, Stats, Store, StoreError,
 };
 
+/// The codecs of the remote stores' envelope (features `redis` and `nats`).
+#[cfg(any(feature = "redis", feature = "nats"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "redis", feature = "nats"))))]
+pub mod codec {
+    pub use echocache_core::codec::{
+        Codec, CodecError, DEFAULT_MAX_VALUE_BYTES, Json, MessagePack,
+    };
+}
+
+/// The `fred` Redis client the Redis store is built on, to build its client with.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use echocache_redis::fred;
+
+/// The `async-nats` client the NATS store is built on, to build its client with.
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub use echocache_nats::async_nats;
+
 /// The stores, each behind its Cargo feature.
 ///
 /// Any type implementing [`Store`] works as well: the caches take the store

@@ -1,0 +1,76 @@
+//! `cargo run --example redis --features redis`: an `EchoCache` and a `LazyEchoCache` over
+//! one Redis, as two instances of a service would share it.
+//!
+//! The server is `ECHOCACHE_REDIS_URL` (default `redis://127.0.0.1:6379`). The example
+//! writes only under its own prefix, with a one-minute TTL, and deletes what it wrote.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use echocache::fred::prelude::*;
+use echocache::store::RedisStore;
+use echocache::{EchoCache, LazyEchoCache};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url =
+        std::env::var("ECHOCACHE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    // A client that reconnects after a restart and whose commands time out instead of
+    // hanging while Redis is down (see the echocache-redis docs).
+    let mut builder = Builder::from_config(Config::from_url(&url)?);
+    builder
+        .with_performance_config(|c| c.default_command_timeout = Duration::from_secs(2))
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+    let client = builder.build()?;
+    client.init().await?;
+    println!("connected to {url}");
+
+    let prefix = format!("echocache-example-{}", std::process::id());
+    let ttl = Duration::from_secs(60);
+    let cache = EchoCache::new(RedisStore::<String>::new(&client, &prefix, ttl)?);
+
+    let loads = Arc::new(AtomicUsize::new(0));
+    let slow_query = |loads: Arc<AtomicUsize>| {
+        move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, std::io::Error>("Ada Lovelace".to_string())
+        }
+    };
+
+    let t = Instant::now();
+    let user = cache.fetch("user:42", slow_query(loads.clone())).await?;
+    println!("miss: {user:?} in {:?} (loader ran)", t.elapsed());
+    let t = Instant::now();
+    let user = cache.fetch("user:42", slow_query(loads.clone())).await?;
+    println!(
+        "hit:  {user:?} in {:?} (one Redis round trip, loader not called)",
+        t.elapsed()
+    );
+
+    // Two instances of a service, each with its own client, share the entry.
+    let other = client.clone_new();
+    other.init().await?;
+    let second = LazyEchoCache::builder(RedisStore::<String>::new(&other, &prefix, ttl)?)
+        .refresh_after(Duration::from_secs(30))
+        .build()?;
+    let t = Instant::now();
+    let user = second.fetch("user:42", slow_query(loads.clone())).await?;
+    println!(
+        "another instance: {user:?} in {:?} (shared entry, no load)",
+        t.elapsed()
+    );
+    println!("loader calls: {}", loads.load(Ordering::SeqCst));
+    println!("stats: {:?}", cache.stats());
+
+    second.shutdown().await;
+    cache.invalidate("user:42").await?;
+    let _ = cache
+        .store()
+        .unlock("user:42", &echocache::LockToken::new("-"))
+        .await;
+    other.quit().await?;
+    client.quit().await?;
+    Ok(())
+}
