@@ -66,10 +66,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     second.shutdown().await;
     cache.invalidate("user:42").await?;
-    let _ = cache
-        .store()
-        .unlock("user:42", &echocache::LockToken::new("-"))
-        .await;
     other.quit().await?;
     client.quit().await?;
     Ok(())
