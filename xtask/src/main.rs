@@ -109,6 +109,20 @@ fn test(extra: &[String]) -> Result<(), String> {
             "--include-ignored",
         ],
         &[("ECHOCACHE_NATS_URL", newer.url.as_str())],
+    )?;
+    // The model checks of the single-flight and the pending set (shuttle): a build of their
+    // own, in its own target directory so that it does not invalidate the normal one.
+    let rustflags = match std::env::var("RUSTFLAGS") {
+        Ok(flags) if !flags.trim().is_empty() => format!("{flags} --cfg echocache_shuttle"),
+        _ => "--cfg echocache_shuttle".to_owned(),
+    };
+    let shuttle_target = target.join("shuttle");
+    cargo(
+        &["test", "-p", "echocache-core", "--lib", "model_tests::"],
+        &[
+            ("RUSTFLAGS", rustflags.as_str()),
+            ("CARGO_TARGET_DIR", &shuttle_target.to_string_lossy()),
+        ],
     )
 }
 

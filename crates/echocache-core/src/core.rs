@@ -125,7 +125,18 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                     Err(_) if loader.is_some() && attempts < MAX_ATTEMPTS => continue,
                     Err(_) => return Err(Error::Aborted),
                 },
-                None if attempts < MAX_ATTEMPTS => continue,
+                None if attempts < MAX_ATTEMPTS => {
+                    // The flight ended without an outcome (its leader was aborted).
+                    // Another waiter may have loaded and stored the value since: read the
+                    // store again, with a fresh epoch, before leading a load.
+                    seen = Some(self.flights.epoch());
+                    match self.store.get(key).await {
+                        Ok(Some(entry)) if accept(&entry) => return Ok(entry.value),
+                        Ok(_) => {}
+                        Err(e) => self.stats.store_error("get", key, &e),
+                    }
+                    continue;
+                }
                 None => return Err(Error::Aborted),
             }
         }

@@ -3,8 +3,9 @@
 //!
 //! The map from key to running flight is sharded so that distinct keys never wait on each
 //! other's lock. A flight's entry is removed by its [`Leader`] (also when the leader is
-//! dropped), so the map is empty whenever no load runs. Outcomes go through a
-//! `tokio::sync::watch` channel: each waiter holds a receiver and may give up alone.
+//! dropped), so the map is empty whenever no load runs. Outcomes go through the flight's
+//! own cell (a mutex over the outcome, a closed flag and the waiters' wakers): each waiter
+//! may give up alone, and a waiter that gives up takes its waker with it.
 //!
 //! Unlike Go's `x/sync/singleflight` (Go bugs 4, 12, 13), the leader's cancellation is not
 //! shared, a panic is not re-raised in the waiters, and the store write happens inside the
@@ -12,12 +13,11 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
-use foldhash::fast::RandomState;
-use tokio::sync::watch;
+use crate::sync::{Arc, AtomicBool, AtomicU64, HashState, Mutex, Ordering, lock};
 
 /// Why a flight produced no value, type-erased so that one map serves every error type.
 #[derive(Clone)]
@@ -31,26 +31,126 @@ pub(crate) enum Failure {
 }
 
 pub(crate) type Outcome<V> = Result<V, Failure>;
-type Slot<V> = Option<Outcome<V>>;
-type Shard<V> = Mutex<HashMap<Box<str>, Running<V>, RandomState>>;
+type Shard<V> = Mutex<HashMap<Box<str>, Running<V>, HashState>>;
 
 struct Running<V> {
     id: u64,
-    rx: watch::Receiver<Slot<V>>,
-    superseded: Arc<AtomicBool>,
+    flight: Arc<Flight<V>>,
+}
+
+/// What the leader and the waiters of one flight share.
+struct Flight<V> {
+    /// Set by `insert` / `invalidate` while the flight runs: it must not store its value.
+    superseded: AtomicBool,
+    state: Mutex<FlightState<V>>,
+}
+
+struct FlightState<V> {
+    /// The leader's outcome, once published.
+    outcome: Option<Outcome<V>>,
+    /// The leader is gone (finished or dropped): nothing more will be published.
+    closed: bool,
+    /// The wakers of the pending waits. A wait owns its slot from its first pending poll
+    /// until it ends or is dropped, so the list is as long as the most waits pending at
+    /// once, however many come and go.
+    wakers: Vec<Option<Waker>>,
+    /// Slots of `wakers` owned by no wait.
+    free: Vec<usize>,
+}
+
+impl<V> Flight<V> {
+    fn new() -> Self {
+        Self {
+            superseded: AtomicBool::new(false),
+            state: Mutex::new(FlightState {
+                outcome: None,
+                closed: false,
+                wakers: Vec::new(),
+                free: Vec::new(),
+            }),
+        }
+    }
+
+    /// Updates the state and wakes every pending wait (each polls again and re-registers
+    /// if it is not done).
+    fn update(&self, f: impl FnOnce(&mut FlightState<V>)) {
+        let wakers: Vec<Waker> = {
+            let mut state = lock(&self.state);
+            f(&mut state);
+            state.wakers.iter_mut().filter_map(Option::take).collect()
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// One wait on a flight; gives its waker slot back when it ends or is dropped.
+struct Wait<'a, V> {
+    flight: &'a Flight<V>,
+    slot: Option<usize>,
+}
+
+impl<V> Wait<'_, V> {
+    /// `Ready(t)` once `done` returns `Some(t)`; otherwise registers the task's waker.
+    fn poll<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        done: impl FnOnce(&FlightState<V>) -> Option<T>,
+    ) -> Poll<T> {
+        let mut state = lock(&self.flight.state);
+        if let Some(t) = done(&state) {
+            if let Some(slot) = self.slot.take() {
+                state.wakers[slot] = None;
+                state.free.push(slot);
+            }
+            return Poll::Ready(t);
+        }
+        match self.slot {
+            Some(slot) => match &mut state.wakers[slot] {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                other => *other = Some(cx.waker().clone()),
+            },
+            None => {
+                let waker = Some(cx.waker().clone());
+                let slot = match state.free.pop() {
+                    Some(slot) => {
+                        state.wakers[slot] = waker;
+                        slot
+                    }
+                    None => {
+                        state.wakers.push(waker);
+                        state.wakers.len() - 1
+                    }
+                };
+                self.slot = Some(slot);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<V> Drop for Wait<'_, V> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let mut state = lock(&self.flight.state);
+            state.wakers[slot] = None;
+            state.free.push(slot);
+        }
+    }
 }
 
 /// The flights of one cache.
 pub(crate) struct Flights<V> {
     shards: Box<[Shard<V>]>,
-    hasher: RandomState,
+    hasher: HashState,
     /// Bumped after every store write by a flight: a caller that read the store before a
     /// bump and finds no flight reads the store again instead of loading twice.
     epoch: AtomicU64,
 }
 
-/// Globally unique flight ids (also across caches, for the recursion check).
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Globally unique flight ids (also across caches, for the recursion check). A `std`
+/// atomic also in the model: a static outlives shuttle's executions, and only uniqueness
+/// matters.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// What a caller must do for its key.
 pub(crate) enum Join<V> {
@@ -60,11 +160,6 @@ pub(crate) enum Join<V> {
     Lead(Leader<V>, Waiter<V>),
     /// A flight stored a value since the caller read the store: read it again.
     Recheck,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No user code runs under these locks; a poisoned lock still holds a consistent map.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<V: Clone + Send + Sync + 'static> Flights<V> {
@@ -77,9 +172,9 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
             .clamp(8, 256);
         Self {
             shards: (0..shards)
-                .map(|_| Mutex::new(HashMap::with_hasher(RandomState::default())))
+                .map(|_| Mutex::new(HashMap::with_hasher(HashState::default())))
                 .collect(),
-            hasher: RandomState::default(),
+            hasher: HashState::default(),
             epoch: AtomicU64::new(0),
         }
     }
@@ -104,21 +199,19 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
         if let Some(running) = map.get(key) {
             return Join::Wait(Waiter {
                 id: running.id,
-                rx: running.rx.clone(),
+                flight: Arc::clone(&running.flight),
             });
         }
         if seen_epoch.is_some_and(|seen| seen != self.epoch()) {
             return Join::Recheck;
         }
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = watch::channel(None);
-        let superseded = Arc::new(AtomicBool::new(false));
+        let flight = Arc::new(Flight::new());
         map.insert(
             key.into(),
             Running {
                 id,
-                rx: rx.clone(),
-                superseded: Arc::clone(&superseded),
+                flight: Arc::clone(&flight),
             },
         );
         Join::Lead(
@@ -127,11 +220,10 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
                 key: key.into(),
                 shard,
                 id,
-                tx,
-                superseded,
+                flight: Arc::clone(&flight),
                 finished: false,
             },
-            Waiter { id, rx },
+            Waiter { id, flight },
         )
     }
 
@@ -140,7 +232,7 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
     pub(crate) fn supersede(&self, key: &str) {
         let map = lock(&self.shards[self.shard(key)]);
         if let Some(running) = map.get(key) {
-            running.superseded.store(true, Ordering::Release);
+            running.flight.superseded.store(true, Ordering::Release);
         }
     }
 
@@ -160,7 +252,7 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
 /// A caller's handle on a flight's outcome.
 pub(crate) struct Waiter<V> {
     id: u64,
-    rx: watch::Receiver<Slot<V>>,
+    flight: Arc<Flight<V>>,
 }
 
 impl<V: Clone> Waiter<V> {
@@ -172,18 +264,46 @@ impl<V: Clone> Waiter<V> {
     /// Waits for the outcome; `None` when the flight was dropped before it finished.
     ///
     /// Cancel safety: dropping this future leaves the flight running for the others.
-    pub(crate) async fn wait(mut self) -> Option<Outcome<V>> {
-        match self.rx.wait_for(Option::is_some).await {
-            Ok(slot) => slot.clone(),
-            Err(_) => None,
-        }
+    pub(crate) async fn wait(self) -> Option<Outcome<V>> {
+        let mut wait = Wait {
+            flight: &self.flight,
+            slot: None,
+        };
+        poll_fn(|cx| {
+            wait.poll(cx, |state| match &state.outcome {
+                Some(outcome) => Some(Some(outcome.clone())),
+                None if state.closed => Some(None),
+                None => None,
+            })
+        })
+        .await
     }
 
     /// Waits until the flight has ended (its value stored), then returns its outcome.
-    pub(crate) async fn wait_done(mut self) -> Option<Outcome<V>> {
-        // `changed` fails once the leader is gone, i.e. after `finish` or an abort.
-        while self.rx.changed().await.is_ok() {}
-        self.rx.borrow().clone()
+    pub(crate) async fn wait_done(self) -> Option<Outcome<V>> {
+        // The flight is closed once the leader is gone, i.e. after `finish` or an abort.
+        let mut wait = Wait {
+            flight: &self.flight,
+            slot: None,
+        };
+        poll_fn(|cx| wait.poll(cx, |state| state.closed.then(|| state.outcome.clone()))).await
+    }
+}
+
+#[cfg(all(test, echocache_shuttle))]
+impl<V> Waiter<V> {
+    /// Another handle on the same flight, for the model checks to inspect.
+    pub(crate) fn clone_for_test(&self) -> Self {
+        Self {
+            id: self.id,
+            flight: Arc::clone(&self.flight),
+        }
+    }
+
+    /// How many waker slots are owned by a wait now, and how many there are.
+    pub(crate) fn waker_slots(&self) -> (usize, usize) {
+        let state = lock(&self.flight.state);
+        (state.wakers.len() - state.free.len(), state.wakers.len())
     }
 }
 
@@ -196,8 +316,7 @@ pub(crate) struct Leader<V> {
     key: Box<str>,
     shard: usize,
     id: u64,
-    tx: watch::Sender<Slot<V>>,
-    superseded: Arc<AtomicBool>,
+    flight: Arc<Flight<V>>,
     finished: bool,
 }
 
@@ -212,13 +331,13 @@ impl<V: Clone + Send + Sync + 'static> Leader<V> {
 
     /// Whether the key was written or invalidated since this flight started.
     pub(crate) fn is_superseded(&self) -> bool {
-        self.superseded.load(Ordering::Acquire)
+        self.flight.superseded.load(Ordering::Acquire)
     }
 
     /// Hands the outcome to every waiter; the flight stays visible, so callers arriving now
     /// get this outcome too, until [`finish`](Self::finish).
     pub(crate) fn publish(&self, outcome: Outcome<V>) {
-        self.tx.send_replace(Some(outcome));
+        self.flight.update(|state| state.outcome = Some(outcome));
     }
 
     /// Ends the flight. `stored` says whether its value was written to the store.
@@ -243,6 +362,9 @@ impl<V> Drop for Leader<V> {
                 map.remove(&*self.key);
             }
         }
+        // Out of the map first, then closed: a waiter woken by the close that joins again
+        // finds no flight and leads the next one.
+        self.flight.update(|state| state.closed = true);
     }
 }
 

@@ -32,9 +32,12 @@ mod error;
 mod events;
 mod flight;
 mod lazy;
+#[cfg(all(test, echocache_shuttle))]
+mod model_tests;
 mod recursion;
 mod stats;
 mod store;
+mod sync;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;

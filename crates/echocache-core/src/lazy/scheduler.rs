@@ -13,12 +13,11 @@
 
 use std::collections::HashSet;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use foldhash::fast::RandomState;
 use futures::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::sync::{Arc, AtomicBool, HashState, Mutex, Ordering, lock};
 
 /// One refresh, type-erased: the key, the loader and the cache are inside.
 pub(crate) type Job = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
@@ -36,25 +35,21 @@ pub(crate) enum Scheduled {
     Closed,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-type PendingShard = Mutex<HashSet<Box<str>, RandomState>>;
+type PendingShard = Mutex<HashSet<Box<str>, HashState>>;
 
 /// Keys with a refresh queued or running.
 pub(crate) struct Pending {
     shards: Box<[PendingShard]>,
-    hasher: RandomState,
+    hasher: HashState,
 }
 
 impl Pending {
     fn new() -> Self {
         Self {
             shards: (0..16)
-                .map(|_| Mutex::new(HashSet::with_hasher(RandomState::default())))
+                .map(|_| Mutex::new(HashSet::with_hasher(HashState::default())))
                 .collect(),
-            hasher: RandomState::default(),
+            hasher: HashState::default(),
         }
     }
 
@@ -113,10 +108,21 @@ impl Scheduler {
         queue_capacity: usize,
         workers: u32,
     ) -> Self {
+        Self::start_with(queue_capacity, workers, |dispatcher| {
+            runtime.spawn(dispatcher);
+        })
+    }
+
+    /// Starts the dispatcher with `spawn` (the model checks run it on shuttle).
+    fn start_with(
+        queue_capacity: usize,
+        workers: u32,
+        spawn: impl FnOnce(BoxFuture<'static, ()>),
+    ) -> Self {
         let (tx, rx) = mpsc::channel(queue_capacity);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (done_tx, done) = watch::channel(false);
-        runtime.spawn(dispatch(rx, workers, shutdown_rx, done_tx));
+        spawn(Box::pin(dispatch(rx, workers, shutdown_rx, done_tx)));
         Self {
             tx,
             pending: Arc::new(Pending::new()),
@@ -191,7 +197,7 @@ async fn dispatch(
                 None => break,
             },
         };
-        tokio::spawn(async move {
+        crate::sync::spawn(async move {
             job().await;
             drop(permit);
         });
@@ -202,4 +208,244 @@ async fn dispatch(
     // Every permit back means every running refresh has ended.
     let _ = permits.acquire_many(workers).await;
     done.send_replace(true);
+}
+
+/// Model checks of the pending set and the scheduler with shuttle (see `model_tests.rs`):
+/// the pending set's locks are shuttle's; the dispatcher and the refresh jobs run as
+/// shuttle tasks; tokio's channel, semaphore and watch are single steps to shuttle.
+#[cfg(all(test, echocache_shuttle))]
+mod model_tests {
+    use shuttle::future::{self, JoinHandle};
+    use shuttle::rand::{Rng, thread_rng};
+    use shuttle::sync::atomic::AtomicUsize;
+
+    use super::{Job, Pending, PendingMark, Scheduled, Scheduler};
+    use crate::model_tests::check;
+    use crate::sync::{Arc, AtomicBool, Mutex, Ordering, lock};
+
+    /// Concurrent marks of one key: one holder at a time; of another key: independent;
+    /// nothing left once the marks are dropped.
+    #[test]
+    fn model_pending_one_mark_per_key() {
+        check(6000, || {
+            let pending = Arc::new(Pending::new());
+            let holders = Arc::new(AtomicUsize::new(0));
+            let handles: Vec<JoinHandle<usize>> = (0..3)
+                .map(|i| {
+                    let pending = Arc::clone(&pending);
+                    let holders = Arc::clone(&holders);
+                    future::spawn(async move {
+                        let mut marked = 0;
+                        for _ in 0..2 {
+                            if let Some(mark) = pending.try_mark("k") {
+                                marked += 1;
+                                let before = holders.fetch_add(1, Ordering::SeqCst);
+                                assert_eq!(before, 0, "two marks for one key");
+                                if i == 0 {
+                                    // Another key is marked beside it, whatever "k" does.
+                                    let other = pending.try_mark("other");
+                                    assert!(other.is_some(), "keys interfered");
+                                }
+                                future::yield_now().await;
+                                holders.fetch_sub(1, Ordering::SeqCst);
+                                drop(mark);
+                            }
+                        }
+                        marked
+                    })
+                })
+                .collect();
+            let marked: usize = future::block_on(async move {
+                let mut total = 0;
+                for handle in handles {
+                    total += handle.await.expect("marker");
+                }
+                total
+            });
+            assert!(marked >= 1, "no one could mark a free key");
+            assert_eq!(pending.len(), 0, "a dropped mark stayed pending");
+        });
+    }
+
+    /// What the model's refresh jobs share.
+    struct World {
+        /// Jobs of the key built and not yet dropped (queued or running).
+        outstanding: AtomicUsize,
+        /// Jobs that started to run.
+        ran: AtomicUsize,
+        /// Set once `shutdown` has returned.
+        shut_down: AtomicBool,
+    }
+
+    /// A job's part of the count: taken when the job is built, given back when it ends or
+    /// is dropped unrun.
+    struct Outstanding(Arc<World>);
+
+    impl Outstanding {
+        fn new(world: &Arc<World>) -> Self {
+            let before = world.outstanding.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(before, 0, "a second refresh of one key was queued");
+            Self(Arc::clone(world))
+        }
+    }
+
+    impl Drop for Outstanding {
+        fn drop(&mut self) {
+            self.0.outstanding.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A job's mark and count, given back in that order (fields drop in order) so that
+    /// the count is down before the key can be marked again.
+    struct Ticket {
+        _count: Outstanding,
+        mark: PendingMark,
+    }
+
+    fn job(world: &Arc<World>, mark: PendingMark) -> Job {
+        let ticket = Ticket {
+            _count: Outstanding::new(world),
+            mark,
+        };
+        let world = Arc::clone(world);
+        Box::new(move || {
+            Box::pin(async move {
+                assert!(
+                    !world.shut_down.load(Ordering::SeqCst),
+                    "a refresh started after shutdown returned"
+                );
+                world.ran.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(ticket.mark.key(), "k");
+                // The refresh's loads and store writes.
+                future::yield_now().await;
+                future::yield_now().await;
+                assert!(
+                    !world.shut_down.load(Ordering::SeqCst),
+                    "shutdown returned while a refresh ran"
+                );
+                drop(ticket);
+            })
+        })
+    }
+
+    /// Starts a scheduler whose dispatcher is a shuttle task; returns the dispatcher's
+    /// handle too.
+    fn start(queue: usize, workers: u32) -> (Scheduler, JoinHandle<()>) {
+        let handle = Mutex::new(None);
+        let scheduler = Scheduler::start_with(queue, workers, |dispatcher| {
+            *lock(&handle) = Some(future::spawn(dispatcher));
+        });
+        let handle = lock(&handle).take().expect("the dispatcher was spawned");
+        (scheduler, handle)
+    }
+
+    /// Stale hits of one key from several callers schedule refreshes while `shutdown`
+    /// runs (queue of 1 or 2, 1 or 2 workers). At most one refresh of the key is queued
+    /// or running at a time; none runs once `shutdown` has returned; after it, and once
+    /// the callers are done, nothing is pending and scheduling says `Closed`.
+    #[test]
+    fn model_schedule_races_shutdown() {
+        check(6000, || {
+            let mut rng = thread_rng();
+            let (queue, workers) = (rng.gen_range(1..=2), rng.gen_range(1..=2));
+            let (scheduler, dispatcher) = start(queue, workers);
+            let scheduler = Arc::new(scheduler);
+            let world = Arc::new(World {
+                outstanding: AtomicUsize::new(0),
+                ran: AtomicUsize::new(0),
+                shut_down: AtomicBool::new(false),
+            });
+            let hits: Vec<JoinHandle<()>> = (0..2)
+                .map(|_| {
+                    let scheduler = Arc::clone(&scheduler);
+                    let world = Arc::clone(&world);
+                    future::spawn(async move {
+                        for _ in 0..2 {
+                            let after = world.shut_down.load(Ordering::SeqCst);
+                            let outcome = scheduler.schedule("k", |mark| job(&world, mark));
+                            if after {
+                                assert_eq!(outcome, Scheduled::Closed);
+                            }
+                            future::yield_now().await;
+                        }
+                    })
+                })
+                .collect();
+            let stop = future::spawn({
+                let scheduler = Arc::clone(&scheduler);
+                let world = Arc::clone(&world);
+                async move {
+                    future::yield_now().await;
+                    scheduler.shutdown().await;
+                    world.shut_down.store(true, Ordering::SeqCst);
+                }
+            });
+            future::block_on(async {
+                for hit in hits {
+                    hit.await.expect("stale hit");
+                }
+                stop.await.expect("shutdown");
+            });
+            // Checked before the dispatcher task is seen to end: `shutdown` returning is
+            // the promise.
+            assert_eq!(
+                scheduler.pending_len(),
+                0,
+                "a key stayed pending after shutdown"
+            );
+            future::block_on(async move { dispatcher.await.expect("dispatcher") });
+            assert_eq!(
+                world.outstanding.load(Ordering::SeqCst),
+                0,
+                "a job was kept"
+            );
+            assert_eq!(
+                scheduler.schedule("k", |mark| job(&world, mark)),
+                Scheduled::Closed
+            );
+            assert!(world.ran.load(Ordering::SeqCst) <= 4);
+        });
+    }
+
+    /// The last cache handle goes away (the scheduler is dropped) without `shutdown`
+    /// while refreshes are queued and running: the dispatcher ends after the running ones
+    /// and nothing stays pending.
+    #[test]
+    fn model_drop_without_shutdown() {
+        check(4000, || {
+            let (scheduler, dispatcher) = start(2, 1);
+            let world = Arc::new(World {
+                outstanding: AtomicUsize::new(0),
+                ran: AtomicUsize::new(0),
+                shut_down: AtomicBool::new(false),
+            });
+            let pending = Arc::clone(&scheduler.pending);
+            let scheduler = Arc::new(scheduler);
+            let hit = future::spawn({
+                let scheduler = Arc::clone(&scheduler);
+                let world = Arc::clone(&world);
+                async move {
+                    for _ in 0..3 {
+                        scheduler.schedule("k", |mark| job(&world, mark));
+                        future::yield_now().await;
+                    }
+                }
+            });
+            future::block_on(async move {
+                hit.await.expect("stale hit");
+                drop(scheduler);
+                dispatcher.await.expect("dispatcher");
+            });
+            assert_eq!(
+                pending.len(),
+                0,
+                "a key stayed pending after the cache went away"
+            );
+            assert_eq!(
+                world.outstanding.load(Ordering::SeqCst),
+                0,
+                "a job was kept"
+            );
+        });
+    }
 }
