@@ -67,8 +67,89 @@ impl Codec for MessagePack {
     }
 
     fn decode<V: DeserializeOwned>(&self, bytes: &[u8]) -> Result<V, CodecError> {
-        rmp_serde::from_slice(bytes).map_err(|e| CodecError::new(e.to_string()))
+        // Checked before serde sees the bytes: every length fits in what is left and the
+        // nesting is bounded, so no claimed length can make serde reserve memory the
+        // input doesn't back, and no nesting can overflow the stack.
+        check_msgpack_shape(bytes, MAX_DEPTH)?;
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        de.set_max_depth(MAX_DEPTH);
+        V::deserialize(&mut de).map_err(|e| CodecError::new(e.to_string()))
     }
+}
+
+/// The deepest nesting a MessagePack value may have (serde_json's own limit is the same).
+const MAX_DEPTH: usize = 128;
+
+/// Walks one MessagePack value without decoding it: every string, binary and extension
+/// length fits in the bytes left, every array or map claims no more items than bytes left
+/// (each item takes at least one byte), and nesting stays within `max_depth`. Iterative:
+/// hostile input cannot recurse.
+fn check_msgpack_shape(bytes: &[u8], max_depth: usize) -> Result<(), CodecError> {
+    let bad = |what: &str| CodecError::new(format!("malformed MessagePack: {what}"));
+    // Items still to read at each open level; the outer level holds the one value.
+    let mut pending: Vec<u64> = vec![1];
+    let mut at = 0usize;
+    let read = |at: &mut usize, n: usize| -> Result<u64, CodecError> {
+        let end = at
+            .checked_add(n)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| bad("truncated"))?;
+        let v = bytes[*at..end]
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        *at = end;
+        Ok(v)
+    };
+    while let Some(top) = pending.last_mut() {
+        if *top == 0 {
+            pending.pop();
+            continue;
+        }
+        *top -= 1;
+        let marker = read(&mut at, 1)? as u8;
+        // (bytes of payload to skip, items of a container opened)
+        let (skip, items): (u64, u64) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+            0xc1 => return Err(bad("reserved marker 0xc1")),
+            0xc4 | 0xd9 => (read(&mut at, 1)?, 0),
+            0xc5 | 0xda => (read(&mut at, 2)?, 0),
+            0xc6 | 0xdb => (read(&mut at, 4)?, 0),
+            0xc7 => (read(&mut at, 1)? + 1, 0),
+            0xc8 => (read(&mut at, 2)? + 1, 0),
+            0xc9 => (read(&mut at, 4)? + 1, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, read(&mut at, 2)?),
+            0xdd => (0, read(&mut at, 4)?),
+            0xde => (0, 2 * read(&mut at, 2)?),
+            0xdf => (0, 2 * read(&mut at, 4)?),
+        };
+        let left = (bytes.len() - at) as u64;
+        if skip > left {
+            return Err(bad("a length runs past the end"));
+        }
+        at += skip as usize;
+        if items > 0 {
+            if items > left {
+                return Err(bad("a container claims more items than there are bytes"));
+            }
+            if pending.len() > max_depth {
+                return Err(bad("nested too deeply"));
+            }
+            pending.push(items);
+        }
+    }
+    Ok(())
 }
 
 impl Codec for Json {
@@ -278,6 +359,32 @@ mod tests {
         let mut bytes = bytes[..HEADER_LEN].to_vec();
         bytes.extend_from_slice(&[0xc6, 0xff, 0xff, 0xff, 0xff]);
         assert!(decode_entry::<serde_bytes_like::Bytes, _>(&MessagePack, &bytes, 1024).is_err());
+    }
+
+    #[test]
+    fn msgpack_shape_check_refuses_lies_and_depth() {
+        // Valid values of many shapes pass.
+        let nested = vec![vec![1u64, 2], vec![], vec![u64::MAX]];
+        let bytes = rmp_serde::to_vec_named(&(nested, "s", 1.5f64, Some(true), -3i8)).unwrap();
+        assert!(check_msgpack_shape(&bytes, 8).is_ok());
+        // An array claiming 3 items with 2 bytes left, a string running past the end.
+        assert!(check_msgpack_shape(&[0x93, 0x01, 0x02], 8).is_err());
+        assert!(check_msgpack_shape(&[0xa5, b'a'], 8).is_err());
+        assert!(check_msgpack_shape(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0x01], 8).is_err());
+        assert!(check_msgpack_shape(&[0xc1], 8).is_err());
+        assert!(check_msgpack_shape(&[], 8).is_err());
+        // 200 nested one-element arrays: fine at depth 256, refused at 128.
+        let mut deep = vec![0x91u8; 200];
+        deep.push(0x01);
+        assert!(check_msgpack_shape(&deep, 256).is_ok());
+        assert!(check_msgpack_shape(&deep, 128).is_err());
+        let mut envelope = vec![ENVELOPE_VERSION, MessagePack::ID, 0, 0, 0, 0, 0, 0, 0, 0];
+        envelope.extend_from_slice(&deep);
+        assert!(
+            decode_entry::<serde_json::Value, _>(&MessagePack, &envelope, 1 << 20)
+                .unwrap_err()
+                .is_decode()
+        );
     }
 
     mod serde_bytes_like {

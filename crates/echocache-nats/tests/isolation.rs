@@ -1,0 +1,316 @@
+//! Tenant isolation in one NATS KV bucket: two stores (and two caches) with different
+//! prefixes never see, overwrite, purge or lock each other's entries, even for keys crafted
+//! to look like the other's namespace (`v.x`, `l.x`, encoded forms such as `=2E` and
+//! `v=2Ex`, the other's whole KV key, keys long enough to be hashed) and for prefixes that
+//! extend each other (`app` and `app.v`, `app.l`, `app.v.x`, `apps`). Prefixes that are not
+//! legal KV key prefixes are refused when the store is made.
+//!
+//! Needs a server: ignored by `cargo test`, run by `cargo xtask test` (or `cargo test --
+//! --include-ignored` with `ECHOCACHE_NATS_URL`, default `nats://127.0.0.1:4222`). Every
+//! test creates its own bucket and deletes only that bucket at the end, even when it fails.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::{self, kv, stream::StorageType};
+use echocache_core::codec::{DEFAULT_MAX_VALUE_BYTES, MessagePack, decode_entry};
+use echocache_core::{BuildError, EchoCache, Entry, Store};
+use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
+
+const LOCK_TTL: Duration = Duration::from_secs(30);
+
+fn nats_url() -> String {
+    std::env::var("ECHOCACHE_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// A bucket name no other test run uses.
+fn unique_bucket(test: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "echocache-iso-{test}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `body` with a fresh in-memory bucket, then deletes that bucket whatever happened.
+async fn with_bucket<F, Fut>(test: &str, body: F)
+where
+    F: FnOnce(kv::Store) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let url = nats_url();
+    let client = async_nats::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to NATS at {url}: {e}"));
+    let js = jetstream::new(client);
+    let bucket = unique_bucket(test);
+    let options = BucketOptions::new()
+        .max_age(Duration::from_secs(600))
+        .storage(StorageType::Memory);
+    let kv = open_or_create_bucket(&js, &bucket, &options)
+        .await
+        .expect("create the test bucket");
+    let outcome = tokio::spawn(body(kv)).await;
+    js.delete_stream(format!("KV_{bucket}"))
+        .await
+        .expect("delete the test bucket");
+    if let Err(err) = outcome {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+/// Keys that look like a namespace, a separator or an encoding, plus, for a second prefix
+/// that extends the first by `extension` (`.v`, `.l`, …), keys spelling the second's
+/// namespaces from the first and the second's whole KV keys.
+fn crafted_keys(other_prefix: &str, extension: &str) -> Vec<String> {
+    let mut keys: BTreeSet<String> = [
+        "", "x", "v", "l", "v.x", "l.x", ".v.x", ".l.x", "v.", ".", "..", "=", "==", "=2E", "=2e",
+        "v=2Ex", "l=2Ex", "=3D", ":", "v:x", "l:x", "a:v", "*", ">", "a.*", "a.>", " ", "ü", "\n",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let trimmed = extension.trim_start_matches('.');
+    for k in ["x", "", "=2E"] {
+        for ns in ["v", "l"] {
+            keys.insert(format!("{extension}.{ns}.{k}"));
+            keys.insert(format!("{trimmed}.{ns}.{k}"));
+            keys.insert(format!("{other_prefix}.{ns}.{k}"));
+        }
+    }
+    // Long enough to be hashed (an encoding over 512 bytes), alone and after the other's
+    // namespace.
+    let long = ".".repeat(200);
+    keys.insert(long.clone());
+    keys.insert(format!("{trimmed}.v.{long}"));
+    keys.into_iter().collect()
+}
+
+/// Prefix pairs where the second extends the first.
+const PREFIX_PAIRS: &[(&str, &str, &str)] = &[
+    ("app", "app.v", ".v"),
+    ("app", "app.l", ".l"),
+    ("app", "app.v.x", ".v.x"),
+    ("app", "apps", "s"),
+    ("app.v", "app.v.v", ".v"),
+    ("=2E", "=2E.v", ".v"),
+];
+
+/// Through the `Store` trait: `a` and `b` never read, overwrite, purge or lock each other's
+/// entries, for any of `keys`.
+async fn check_stores_isolated<S: Store<String>>(a: &S, b: &S, keys: &[String]) {
+    let at = SystemTime::now();
+    for k in keys {
+        a.set(k, &Entry::new(format!("a|{k}"), at)).await.unwrap();
+    }
+    for k in keys {
+        assert_eq!(b.get(k).await.unwrap(), None, "b sees a's {k:?}");
+    }
+    for k in keys {
+        b.set(k, &Entry::new(format!("b|{k}"), at)).await.unwrap();
+    }
+    for k in keys {
+        let got_a = a.get(k).await.unwrap().map(|e| e.value);
+        let got_b = b.get(k).await.unwrap().map(|e| e.value);
+        assert_eq!(got_a, Some(format!("a|{k}")), "a's {k:?}");
+        assert_eq!(got_b, Some(format!("b|{k}")), "b's {k:?}");
+    }
+    // Locks are per prefix too, and taking or releasing one leaves the data alone.
+    for k in keys {
+        let token_a = a.try_lock(k, LOCK_TTL).await.unwrap().expect("a locks");
+        let token_b = b
+            .try_lock(k, LOCK_TTL)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("a's lock on {k:?} blocks b"));
+        assert!(a.try_lock(k, LOCK_TTL).await.unwrap().is_none(), "{k:?}");
+        // b's token does not release a's lock.
+        a.unlock(k, &token_b).await.unwrap();
+        assert!(a.try_lock(k, LOCK_TTL).await.unwrap().is_none(), "{k:?}");
+        b.unlock(k, &token_b).await.unwrap();
+        assert!(a.try_lock(k, LOCK_TTL).await.unwrap().is_none(), "{k:?}");
+        a.unlock(k, &token_a).await.unwrap();
+    }
+    // Removing b's entries leaves a's.
+    for k in keys {
+        b.remove(k).await.unwrap();
+    }
+    for k in keys {
+        assert_eq!(b.get(k).await.unwrap(), None, "b's {k:?} after remove");
+        let got_a = a.get(k).await.unwrap().map(|e| e.value);
+        assert_eq!(got_a, Some(format!("a|{k}")), "a's {k:?} after b's remove");
+    }
+}
+
+/// Through `EchoCache`: what one cache inserts, the other never returns; the other loads
+/// every key itself, and its invalidations leave the first cache's entries alone.
+async fn check_caches_isolated<S: Store<String>>(a: S, b: S, keys: &[String]) {
+    let cache_a = EchoCache::new(a);
+    let cache_b = EchoCache::new(b);
+    for k in keys {
+        cache_a.insert(k, format!("A|{k}")).await.unwrap();
+    }
+    let loads = Arc::new(AtomicUsize::new(0));
+    for k in keys {
+        let loads = loads.clone();
+        let value = format!("B|{k}");
+        let got = cache_b
+            .fetch(k, move || async move {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(value)
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, format!("B|{k}"), "b's fetch of {k:?}");
+    }
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        keys.len(),
+        "b loads every key"
+    );
+    let stats = cache_b.stats();
+    assert_eq!(stats.hits, 0, "{stats:?}");
+    for k in keys {
+        cache_b.invalidate(k).await.unwrap();
+        assert_eq!(
+            cache_a.get(k).await.unwrap(),
+            Some(format!("A|{k}")),
+            "a's {k:?} after b's invalidate"
+        );
+    }
+    // a still hits its own entries: its loader never runs.
+    for k in keys {
+        let got = cache_a
+            .fetch(k, || async {
+                Err::<String, _>(std::io::Error::other("a's entry should have been a hit"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, format!("A|{k}"));
+    }
+    assert_eq!(cache_a.stats().loads, 0);
+    // Let b's writes land before the bucket is deleted (a cache hands the value to its
+    // callers before it writes it). The timeout only keeps a broken build from hanging CI.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while cache_b.loads_in_flight() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("b's loads finish");
+}
+
+#[tokio::test]
+#[ignore = "needs NATS: cargo xtask test"]
+async fn stores_with_different_prefixes_never_share_entries_or_locks() {
+    with_bucket("stores", |kv| async move {
+        for (i, &(pa, pb, extension)) in PREFIX_PAIRS.iter().enumerate() {
+            let keys = crafted_keys(pb, extension);
+            // The first pair bare, as given; every other check under a token of its own,
+            // so that none meets the entries an earlier one left under the same prefix.
+            let forward = if i == 0 {
+                (pa.to_owned(), pb.to_owned())
+            } else {
+                (format!("f{i}.{pa}"), format!("f{i}.{pb}"))
+            };
+            let reverse = (format!("r{i}.{pb}"), format!("r{i}.{pa}"));
+            for (first, second) in [forward, reverse] {
+                let a: NatsStore<String> = NatsStore::new(kv.clone(), &first).unwrap();
+                let b: NatsStore<String> = NatsStore::new(kv.clone(), &second).unwrap();
+                check_stores_isolated(&a, &b, &keys).await;
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs NATS: cargo xtask test"]
+async fn kv_keys_of_two_prefixes_never_coincide() {
+    with_bucket("raw", |kv| async move {
+        for (i, &(pa, pb, extension)) in PREFIX_PAIRS.iter().enumerate() {
+            let keys = crafted_keys(pb, extension);
+            let (pa, pb) = (format!("t{i}.{pa}"), format!("t{i}.{pb}"));
+            let a: NatsStore<String> = NatsStore::new(kv.clone(), &pa).unwrap();
+            let b: NatsStore<String> = NatsStore::new(kv.clone(), &pb).unwrap();
+            let at = SystemTime::now();
+            for k in &keys {
+                a.set(k, &Entry::new(format!("a|{k}"), at)).await.unwrap();
+                b.set(k, &Entry::new(format!("b|{k}"), at)).await.unwrap();
+            }
+            // 2 stores × n keys: 2n distinct KV keys, none a lock key, and each holds the
+            // value its own store wrote.
+            let data: BTreeSet<String> = keys
+                .iter()
+                .flat_map(|k| [a.data_key(k), b.data_key(k)])
+                .collect();
+            assert_eq!(data.len(), 2 * keys.len(), "{pa:?} / {pb:?}");
+            let locks: BTreeSet<String> = keys
+                .iter()
+                .flat_map(|k| [a.lock_key(k), b.lock_key(k)])
+                .collect();
+            assert!(data.is_disjoint(&locks));
+            for k in keys.iter().filter(|k| !a.data_key(k).contains(".==")) {
+                // Plain (not hashed) keys hold the bare envelope.
+                for (store, tag) in [(&a, "a"), (&b, "b")] {
+                    let raw = kv.get(store.data_key(k)).await.unwrap().expect("stored");
+                    let entry: Entry<String> =
+                        decode_entry(&MessagePack, &raw, DEFAULT_MAX_VALUE_BYTES).unwrap();
+                    assert_eq!(entry.value, format!("{tag}|{k}"));
+                }
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs NATS: cargo xtask test"]
+async fn caches_with_different_prefixes_never_see_each_other() {
+    with_bucket("caches", |kv| async move {
+        for (i, &(pa, pb, extension)) in PREFIX_PAIRS.iter().enumerate() {
+            let keys = crafted_keys(pb, extension);
+            let store = |prefix: &str| NatsStore::<String>::new(kv.clone(), prefix).unwrap();
+            // Each check under a token of its own, so that none meets the entries an
+            // earlier one left under the same prefix; both directions.
+            let (fa, fb) = (format!("f{i}.{pa}"), format!("f{i}.{pb}"));
+            check_caches_isolated(store(&fa), store(&fb), &keys).await;
+            let (ra, rb) = (format!("r{i}.{pb}"), format!("r{i}.{pa}"));
+            check_caches_isolated(store(&ra), store(&rb), &keys).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs NATS: cargo xtask test"]
+async fn prefixes_that_are_not_legal_kv_keys_are_refused() {
+    with_bucket("refused", |kv| async move {
+        for prefix in [
+            "", ".", "app.", ".app", "app..v", "app:v", "app v", "app.*", "app.>", "ü",
+        ] {
+            match NatsStore::<String>::new(kv.clone(), prefix) {
+                Err(BuildError::InvalidSetting { setting, .. }) => {
+                    assert_eq!(setting, "prefix", "{prefix:?}");
+                }
+                Err(other) => panic!("{prefix:?}: {other:?}"),
+                Ok(store) => panic!("{prefix:?} was accepted: {}", store.data_key("k")),
+            }
+        }
+        // `app.` would have put its data key for `k` on `app..v.k`; `app` and `app.v` stay
+        // apart because the encoded key is always exactly one token.
+        let app: NatsStore<String> = NatsStore::new(kv.clone(), "app").unwrap();
+        let app_v: NatsStore<String> = NatsStore::new(kv.clone(), "app.v").unwrap();
+        assert_eq!(app.data_key("v.x"), "app.v.v=2Ex");
+        assert_eq!(app_v.data_key("x"), "app.v.v.x");
+    })
+    .await;
+}
