@@ -196,7 +196,12 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
     pub(crate) fn join(self: &Arc<Self>, key: &str, seen_epoch: Option<u64>) -> Join<V> {
         let shard = self.shard(key);
         let mut map = lock(&self.shards[shard]);
-        if let Some(running) = map.get(key) {
+        // A flight superseded by an `insert` or `invalidate` holds a value from before it:
+        // callers arriving now must not get it. They start a new flight, which replaces
+        // the old one in the map (the old leader removes only its own id).
+        if let Some(running) = map.get(key)
+            && !running.flight.superseded.load(Ordering::Acquire)
+        {
             return Join::Wait(Waiter {
                 id: running.id,
                 flight: Arc::clone(&running.flight),

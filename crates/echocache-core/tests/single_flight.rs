@@ -519,3 +519,52 @@ async fn a_thousand_concurrent_fetches_of_a_cold_key_load_once() {
     assert_eq!(calls.get(), 1);
     assert_eq!(cache.loads_in_flight(), 0);
 }
+
+#[tokio::test]
+async fn a_fetch_after_an_invalidate_does_not_get_the_value_from_before() {
+    let cache = cache();
+    let source = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let gate = Gate::closed();
+    let read = Calls::default();
+    let first = {
+        let (cache, source, gate, read) =
+            (cache.clone(), source.clone(), gate.clone(), read.clone());
+        tokio::spawn(async move {
+            cache
+                .fetch("k", move || async move {
+                    let version = source.load(std::sync::atomic::Ordering::SeqCst);
+                    read.hit();
+                    gate.pass().await;
+                    Ok::<_, Upstream>(format!("v{version}"))
+                })
+                .await
+        })
+    };
+    until("the first load read version 1", || {
+        cache.loads_in_flight() == 1
+    })
+    .await;
+    source.store(2, std::sync::atomic::Ordering::SeqCst);
+    cache.invalidate("k").await.unwrap();
+    // Started after the invalidate returned: it must not join the load from before.
+    let second = {
+        let (cache, source) = (cache.clone(), source.clone());
+        tokio::spawn(async move {
+            cache
+                .fetch("k", move || async move {
+                    let version = source.load(std::sync::atomic::Ordering::SeqCst);
+                    Ok::<_, Upstream>(format!("v{version}"))
+                })
+                .await
+        })
+    };
+    assert_eq!(second.await.unwrap().unwrap(), "v2");
+    gate.open();
+    assert_eq!(
+        first.await.unwrap().unwrap(),
+        "v1",
+        "the caller from before gets its load"
+    );
+    until("both flights ended", || cache.loads_in_flight() == 0).await;
+    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some("v2"));
+}
