@@ -5,8 +5,10 @@
 //! - `cargo xtask ci`: `cargo fmt --check`, clippy with `-D warnings`, rustdoc with
 //!   `-D warnings`, then `cargo xtask test`.
 //! - `cargo xtask bench [--quick]`: the criterion benches, and `docs/benchmarks.md`.
+//! - `cargo xtask chaos|soak [--seconds N]`: the bounded chaos and soak runs (`chaos.rs`).
 
 mod bench;
+mod chaos;
 mod fuzz;
 mod services;
 
@@ -20,7 +22,9 @@ commands:
   test    find or start Redis and NATS, then run every test (including #[ignore]d ones)
   ci      fmt check, clippy -D warnings, rustdoc -D warnings, then `test`
   bench   run the criterion benches and write docs/benchmarks.md (--quick: short runs)
-  services  find or start Redis and NATS, print their URLs, and keep them up until Ctrl-C";
+  services  find or start Redis and NATS, print their URLs, and keep them up until Ctrl-C
+  chaos   [--seconds N] load on own Redis and NATS while killing and restarting them (60 s)
+  soak    [--seconds N] LazyEchoCache soak: memory and in-flight/pending counts stay flat (120 s)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +34,8 @@ fn main() -> ExitCode {
         Some("services") => services_only(),
         Some("bench") => bench::run(args.iter().any(|a| a == "--quick")),
         Some("fuzz") => fuzz::run(&args[1..]),
+        Some("chaos") => chaos::chaos(&args[1..]),
+        Some("soak") => chaos::soak(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())

@@ -42,7 +42,7 @@ impl Drop for Service {
 }
 
 /// What a kind of server needs: how to probe it and how to start it.
-trait Kind {
+pub(crate) trait Kind {
     const NAME: &'static str;
     const ENV: &'static str;
     const SCHEME: &'static str;
@@ -191,7 +191,7 @@ fn resolve(url: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{host_port}` resolves to no address"))
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
     listener
         .local_addr()
@@ -199,7 +199,10 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| e.to_string())
 }
 
-fn wait_until_up<K: Kind>(addr: SocketAddr, child: &mut Option<Child>) -> Result<(), String> {
+pub(crate) fn wait_until_up<K: Kind>(
+    addr: SocketAddr,
+    child: &mut Option<Child>,
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if K::probe(addr).is_ok() {
