@@ -2,10 +2,8 @@
 //! `cargo xtask test`: the harness works end to end, the caches answer every operation
 //! with the right key, nothing panics, and nothing is left in flight after shutdown.
 //!
-//! It does not fail on values older than a completed invalidation: a known race of the
-//! core single-flight (a fetch that starts after `invalidate()` returned may join a load
-//! that read the source before the invalidation) makes that count rarely non-zero, which
-//! would make this test flaky. `cargo xtask chaos` reports and fails on it.
+//! It also fails on a value older than a completed invalidation (a fetch that started after
+//! `invalidate()` returned must not get a value loaded before it).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -78,6 +76,7 @@ fn a_short_load_without_faults_runs_clean() {
     assert_eq!(get("errors"), 0, "{text}");
     assert_eq!(get("panics"), 0, "{text}");
     assert_eq!(get("wrong_key"), 0, "{text}");
+    assert_eq!(get("older_than_invalidated"), 0, "{text}");
     assert_eq!(get("stuck_tasks"), 0, "{text}");
     assert_eq!(get("left_after_shutdown"), 0, "{text}");
 }

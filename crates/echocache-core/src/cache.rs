@@ -165,7 +165,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
     ///
     /// The store's error, as is.
     pub async fn insert(&self, key: &str, value: V) -> Result<(), StoreError> {
-        self.core.flights.supersede(key);
+        if let Some(writing) = self.core.flights.supersede(key) {
+            writing.wait_done().await;
+        }
         let entry = Entry::new(value, self.core.clock.now());
         self.core.store.set(key, &entry).await
     }
@@ -178,7 +180,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
     ///
     /// The store's error, as is.
     pub async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
-        self.core.flights.supersede(key);
+        if let Some(writing) = self.core.flights.supersede(key) {
+            writing.wait_done().await;
+        }
         self.core.store.remove(key).await
     }
 

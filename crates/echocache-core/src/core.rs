@@ -77,6 +77,16 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                     }
                     continue;
                 }
+                Join::Settle(waiter) => {
+                    waiter.wait_done().await;
+                    seen = Some(self.flights.epoch());
+                    match self.store.get(key).await {
+                        Ok(Some(entry)) if accept(&entry) => return Ok(entry.value),
+                        Ok(_) => {}
+                        Err(e) => self.stats.store_error("get", key, &e),
+                    }
+                    continue;
+                }
                 Join::Wait(waiter) => {
                     incr(&self.stats.coalesced);
                     waiter
@@ -200,7 +210,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         let written_at = self.clock.now();
         leader.publish(Outcome::Ok(value.clone()));
         let mut stored = false;
-        if !leader.is_superseded() {
+        if leader.begin_write() {
             match self
                 .store
                 .set(leader.key(), &Entry::new(value, written_at))
@@ -210,13 +220,14 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                 Err(e) => self.stats.store_error("set", leader.key(), &e),
             }
         }
-        let key: Box<str> = leader.key().into();
-        if leader.finish(stored) && stored {
-            // An insert or invalidate raced with this write: our value may have buried a
-            // newer one. Removing it costs one miss; keeping it could serve stale data.
-            if let Err(e) = self.store.remove(&key).await {
-                self.stats.store_error("remove", &key, &e);
+        if stored && leader.is_superseded() {
+            // An insert or invalidate came during this write and is waiting for this
+            // flight to end: remove our (older) value first, so that it is gone before
+            // the invalidate returns or the insert writes.
+            if let Err(e) = self.store.remove(leader.key()).await {
+                self.stats.store_error("remove", leader.key(), &e);
             }
         }
+        leader.finish(stored);
     }
 }

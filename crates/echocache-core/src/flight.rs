@@ -42,6 +42,11 @@ struct Running<V> {
 struct Flight<V> {
     /// Set by `insert` / `invalidate` while the flight runs: it must not store its value.
     superseded: AtomicBool,
+    /// Set by the leader just before its store write. With `superseded` it forms a
+    /// handshake (both `SeqCst`): either the leader sees the supersede and does not
+    /// write, or the superseder sees the write under way and waits for the flight to end
+    /// (and clean up) before it writes or removes.
+    writing: AtomicBool,
     state: Mutex<FlightState<V>>,
 }
 
@@ -62,6 +67,7 @@ impl<V> Flight<V> {
     fn new() -> Self {
         Self {
             superseded: AtomicBool::new(false),
+            writing: AtomicBool::new(false),
             state: Mutex::new(FlightState {
                 outcome: None,
                 closed: false,
@@ -160,6 +166,9 @@ pub(crate) enum Join<V> {
     Lead(Leader<V>, Waiter<V>),
     /// A flight stored a value since the caller read the store: read it again.
     Recheck,
+    /// The running flight was superseded while writing its (older) value: wait for it to
+    /// end (it removes what it wrote), then read the store again.
+    Settle(Waiter<V>),
 }
 
 impl<V: Clone + Send + Sync + 'static> Flights<V> {
@@ -199,13 +208,18 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
         // A flight superseded by an `insert` or `invalidate` holds a value from before it:
         // callers arriving now must not get it. They start a new flight, which replaces
         // the old one in the map (the old leader removes only its own id).
-        if let Some(running) = map.get(key)
-            && !running.flight.superseded.load(Ordering::Acquire)
-        {
-            return Join::Wait(Waiter {
+        if let Some(running) = map.get(key) {
+            let waiter = Waiter {
                 id: running.id,
                 flight: Arc::clone(&running.flight),
-            });
+            };
+            if !running.flight.superseded.load(Ordering::SeqCst) {
+                return Join::Wait(waiter);
+            }
+            if running.flight.writing.load(Ordering::SeqCst) {
+                return Join::Settle(waiter);
+            }
+            // Superseded before its write: it will never write, so it can be displaced.
         }
         if seen_epoch.is_some_and(|seen| seen != self.epoch()) {
             return Join::Recheck;
@@ -233,12 +247,21 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
     }
 
     /// Marks the running flight for `key`, if any, so that it does not store its value:
-    /// the key was written or invalidated while it loaded.
-    pub(crate) fn supersede(&self, key: &str) {
+    /// the key is being written or invalidated. When that flight's write is already under
+    /// way, returns a waiter: the caller must wait for the flight to end (it removes what
+    /// it wrote) before its own write or remove.
+    pub(crate) fn supersede(&self, key: &str) -> Option<Waiter<V>> {
         let map = lock(&self.shards[self.shard(key)]);
-        if let Some(running) = map.get(key) {
-            running.flight.superseded.store(true, Ordering::Release);
-        }
+        let running = map.get(key)?;
+        running.flight.superseded.store(true, Ordering::SeqCst);
+        running
+            .flight
+            .writing
+            .load(Ordering::SeqCst)
+            .then(|| Waiter {
+                id: running.id,
+                flight: Arc::clone(&running.flight),
+            })
     }
 
     /// How many flights are running (for tests and stats).
@@ -336,7 +359,13 @@ impl<V: Clone + Send + Sync + 'static> Leader<V> {
 
     /// Whether the key was written or invalidated since this flight started.
     pub(crate) fn is_superseded(&self) -> bool {
-        self.flight.superseded.load(Ordering::Acquire)
+        self.flight.superseded.load(Ordering::SeqCst)
+    }
+
+    /// Announces the store write; returns whether to go ahead (false: superseded).
+    pub(crate) fn begin_write(&self) -> bool {
+        self.flight.writing.store(true, Ordering::SeqCst);
+        !self.is_superseded()
     }
 
     /// Hands the outcome to every waiter; the flight stays visible, so callers arriving now

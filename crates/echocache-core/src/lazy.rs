@@ -265,7 +265,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
     /// The store's error, as is.
     pub async fn insert(&self, key: &str, value: V) -> Result<(), StoreError> {
         let core = &self.inner.core;
-        core.flights.supersede(key);
+        if let Some(writing) = core.flights.supersede(key) {
+            writing.wait_done().await;
+        }
         core.store
             .set(key, &Entry::new(value, core.clock.now()))
             .await
@@ -279,7 +281,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
     /// The store's error, as is.
     pub async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
         let core = &self.inner.core;
-        core.flights.supersede(key);
+        if let Some(writing) = core.flights.supersede(key) {
+            writing.wait_done().await;
+        }
         core.store.remove(key).await
     }
 

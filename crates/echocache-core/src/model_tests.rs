@@ -135,6 +135,7 @@ fn model_join_wait_publish_finish() {
                     }
                     Join::Wait(waiter) => waiter,
                     Join::Recheck => unreachable!("no epoch was given"),
+                    Join::Settle(_) => unreachable!("nothing supersedes here"),
                 };
                 let id = waiter.id();
                 let outcome = if i % 2 == 1 {
@@ -263,6 +264,7 @@ fn model_leader_ends_and_waiters_leave() {
                     }
                     Join::Wait(waiter) => waiter,
                     Join::Recheck => unreachable!("no epoch was given"),
+                    Join::Settle(_) => unreachable!("nothing supersedes here"),
                 };
                 let id = waiter.id();
                 let got = if i == 2 {
@@ -282,6 +284,7 @@ fn model_leader_ends_and_waiters_leave() {
                             drop(leader);
                         }
                         Join::Recheck => unreachable!("no epoch was given"),
+                        Join::Settle(_) => unreachable!("nothing supersedes here"),
                     }
                 }
                 (id, got)
@@ -306,6 +309,7 @@ fn model_leader_ends_and_waiters_leave() {
                         drop(leader);
                     }
                     Join::Recheck => unreachable!("no epoch was given"),
+                    Join::Settle(_) => unreachable!("nothing supersedes here"),
                 }
             }
         });
@@ -357,6 +361,7 @@ fn model_all_waiters_dropped() {
                     // Came after the flight: a load of its own, aborted at once.
                     Join::Lead(leader, _) => drop(leader),
                     Join::Recheck => unreachable!("no epoch was given"),
+                    Join::Settle(_) => unreachable!("nothing supersedes here"),
                 }
             }));
         }
@@ -413,6 +418,7 @@ fn model_epoch_recheck_loads_once() {
                 }
                 match flights.join(KEY, Some(seen)) {
                     Join::Recheck => lock(&store).expect("a re-read after a store write missed"),
+                    Join::Settle(_) => unreachable!("nothing supersedes here"),
                     Join::Wait(waiter) => match waiter.wait().await {
                         Some(Ok(value)) => value,
                         _ => panic!("the load failed"),
@@ -441,11 +447,11 @@ fn model_epoch_recheck_loads_once() {
     });
 }
 
-/// `insert` / `invalidate` (supersede, then write or remove the store) racing a flight's
-/// store write and `finish`, as `Core::store_value` does them. When the supersede comes
-/// after the flight started, the flight's (older) value never stays in the store: after
-/// an invalidate the store ends empty, after an insert it holds the inserted value or, when
-/// the flight's clean-up removed it, nothing.
+/// `insert` / `invalidate` (supersede, wait for a write under way, then write or remove the
+/// store) racing a flight's store write and `finish`, as `Core::store_value` and the caches
+/// do them. When the supersede comes after the flight started, the flight's (older) value
+/// never stays in the store: after an invalidate the store ends empty, after an insert it
+/// holds the inserted value.
 #[test]
 fn model_supersede_races_finish() {
     check(6000, || {
@@ -474,13 +480,14 @@ fn model_supersede_races_finish() {
                 };
                 leader.publish(Ok(OLD));
                 let mut stored = false;
-                if !leader.is_superseded() {
+                if leader.begin_write() {
                     *lock(&store) = Some(OLD);
                     stored = true;
                 }
-                if leader.finish(stored) && stored {
+                if stored && leader.is_superseded() {
                     *lock(&store) = None;
                 }
+                leader.finish(stored);
             }
         });
         let write = future::spawn({
@@ -490,11 +497,13 @@ fn model_supersede_races_finish() {
                 Arc::clone(&joined),
             );
             async move {
-                let after_join = {
+                let (after_join, writing) = {
                     let joined = lock(&joined);
-                    flights.supersede(KEY);
-                    *joined
+                    (*joined, flights.supersede(KEY))
                 };
+                if let Some(writing) = writing {
+                    writing.wait_done().await;
+                }
                 *lock(&store) = insert.then_some(NEW);
                 after_join
             }
@@ -510,7 +519,9 @@ fn model_supersede_races_finish() {
                 Some(OLD),
                 "a superseded flight's value stayed in the store"
             );
-            if !insert {
+            if insert {
+                assert_eq!(last, Some(NEW), "an insert was undone");
+            } else {
                 assert_eq!(last, None, "an invalidate was undone");
             }
         }
