@@ -159,7 +159,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
 
     /// Writes `value` for `key`, written now.
     ///
-    /// A load of `key` running meanwhile will not overwrite it.
+    /// A load of `key` running meanwhile will not overwrite it (if that load is writing
+    /// its value at this moment, this waits for that write to be undone first), and
+    /// fetches that start after this returns do not get that load's value.
     ///
     /// # Errors
     ///
@@ -174,7 +176,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
 
     /// Removes the entry for `key`; the next fetch loads.
     ///
-    /// A load of `key` running meanwhile will not store its (possibly older) value.
+    /// A load of `key` running meanwhile will not store its (possibly older) value (if it
+    /// is writing it at this moment, this waits for that write to be undone first), and
+    /// fetches that start after this returns do not get that load's value.
     ///
     /// # Errors
     ///

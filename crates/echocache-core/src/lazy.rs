@@ -258,7 +258,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
     }
 
     /// Writes `value` for `key`, written now. A load of `key` running meanwhile will not
-    /// overwrite it.
+    /// overwrite it, and fetches that start after this returns do not get its value.
     ///
     /// # Errors
     ///
@@ -274,7 +274,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
     }
 
     /// Removes the entry for `key`. A load of `key` running meanwhile will not store its
-    /// value.
+    /// value, and fetches that start after this returns do not get it.
     ///
     /// # Errors
     ///
