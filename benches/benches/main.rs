@@ -5,6 +5,12 @@
 //! Allocation counts per operation are recorded beside the times (a counting global
 //! allocator) and written to `target/echocache-bench/figures.json`; `cargo xtask bench`
 //! turns both into `docs/benchmarks.md`.
+//!
+//! `footprint.rs` measures the memory stores' bytes per entry; `backends.rs` the Redis and
+//! NATS stores beside their raw clients (skipped, with a message, when no server answers).
+
+mod backends;
+mod footprint;
 
 use std::future::Future;
 use std::hint::black_box;
@@ -528,6 +534,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = fetch_hit, fetch_miss, fetch_concurrent, lazy, stores, single_flight, finish
+    targets = fetch_hit, fetch_miss, fetch_concurrent, lazy, stores, footprint::memory_footprint,
+        single_flight, backends::redis, backends::nats, finish
 }
 criterion_main!(benches);

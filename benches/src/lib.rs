@@ -1,5 +1,6 @@
-//! Shared pieces of the benchmarks: a counting global allocator and the file where
-//! allocation counts are recorded for `cargo xtask bench`'s report.
+//! Shared pieces of the benchmarks: a counting global allocator (allocations made, and
+//! bytes live) and the file where allocation counts and other figures are recorded for
+//! `cargo xtask bench`'s report.
 //!
 //! The benchmarks themselves are in `benches/main.rs` (`cargo bench -p echocache-benches`
 //! or `cargo xtask bench`).
@@ -10,25 +11,34 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Counts allocations (and reallocations) made through it, forwarding to [`System`].
+/// Counts allocations (and reallocations) made through it, and the bytes live (requested
+/// sizes, not the allocator's own rounding or bookkeeping), forwarding to [`System`].
 #[derive(Debug)]
 pub struct CountingAlloc;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not yet freed. Wrapping arithmetic: each update is a relaxed
+/// add or subtract, so the value is exact once the allocations it covers are done.
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every method forwards its arguments unchanged to `System`, which upholds the
-// `GlobalAlloc` contract; the only addition is a relaxed atomic increment, which neither
-// allocates nor touches the memory handed out.
+// `GlobalAlloc` contract; the only additions are relaxed atomic updates of two counters,
+// which neither allocate nor touch the memory handed out.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
-        unsafe { System.alloc(layout) }
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
         // SAFETY: `ptr` came from `System` through this allocator with this `layout`.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -36,19 +46,35 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: forwarded as is.
-        unsafe { System.alloc_zeroed(layout) }
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `ptr`/`layout` came from `System` through this allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        // On failure the old block stays allocated, unchanged.
+        if !new.is_null() {
+            LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+            LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        new
     }
 }
 
 /// Allocations so far in the process.
 pub fn allocations() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// Bytes allocated through [`CountingAlloc`] and not yet freed, in the whole process (as
+/// requested: the system allocator's rounding and headers are not counted).
+pub fn live_bytes() -> usize {
+    LIVE_BYTES.load(Ordering::Relaxed)
 }
 
 static RECORDED: Mutex<BTreeMap<String, f64>> = Mutex::new(BTreeMap::new());
@@ -69,8 +95,12 @@ pub fn record_allocs(name: &str, n: u64, mut op: impl FnMut()) -> f64 {
     per_op
 }
 
-/// Records a figure measured outside criterion (e.g. loader calls of a stampede).
+/// Records a figure measured outside criterion (e.g. loader calls of a stampede). A value
+/// that is not finite (nothing was measured: `0 / 0`) is left out.
 pub fn record(name: &str, value: f64) {
+    if !value.is_finite() {
+        return;
+    }
     RECORDED
         .lock()
         .unwrap_or_else(|e| e.into_inner())
