@@ -147,14 +147,19 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
     /// # Cancel safety
     ///
     /// Dropping the future stops only this caller's wait; loads and refreshes go on.
-    pub async fn fetch<F, Fut, E>(&self, key: &str, loader: F) -> Result<V, Error<E>>
+    pub fn fetch<F, Fut, E>(
+        &self,
+        key: &str,
+        loader: F,
+    ) -> impl Future<Output = Result<V, Error<E>>> + Send
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Send + Sync + 'static,
     {
+        // Not an `async fn` wrapping the other: that would move the inner future into an
+        // outer one on every call.
         self.fetch_with_refresh_after(key, self.inner.refresh_after, loader)
-            .await
     }
 
     /// As [`fetch`](Self::fetch), with this call's own `refresh_after` (like the Go
