@@ -69,23 +69,17 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         loop {
             attempts += 1;
             let waiter = match self.flights.join(key, seen.take()) {
-                Join::Recheck => {
-                    match self.store.get(key).await {
-                        Ok(Some(entry)) if accept(&entry) => return Ok(entry.value),
-                        Ok(_) => {}
-                        Err(e) => self.stats.store_error("get", key, &e),
-                    }
-                    continue;
-                }
+                Join::Recheck => match self.reread(key, &accept).await {
+                    Some(value) => return Ok(value),
+                    None => continue,
+                },
                 Join::Settle(waiter) => {
                     waiter.wait_done().await;
                     seen = Some(self.flights.epoch());
-                    match self.store.get(key).await {
-                        Ok(Some(entry)) if accept(&entry) => return Ok(entry.value),
-                        Ok(_) => {}
-                        Err(e) => self.stats.store_error("get", key, &e),
+                    match self.reread(key, &accept).await {
+                        Some(value) => return Ok(value),
+                        None => continue,
                     }
-                    continue;
                 }
                 Join::Wait(waiter) => {
                     incr(&self.stats.coalesced);
@@ -140,14 +134,25 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                     // Another waiter may have loaded and stored the value since: read the
                     // store again, with a fresh epoch, before leading a load.
                     seen = Some(self.flights.epoch());
-                    match self.store.get(key).await {
-                        Ok(Some(entry)) if accept(&entry) => return Ok(entry.value),
-                        Ok(_) => {}
-                        Err(e) => self.stats.store_error("get", key, &e),
+                    match self.reread(key, &accept).await {
+                        Some(value) => return Ok(value),
+                        None => continue,
                     }
-                    continue;
                 }
                 None => return Err(Error::Aborted),
+            }
+        }
+    }
+
+    /// Reads the store again (a flight may have written the key): the value when the
+    /// entry is there and `accept`able, else `None` (a store error counts as a miss).
+    async fn reread(&self, key: &str, accept: &impl Fn(&Entry<V>) -> bool) -> Option<V> {
+        match self.store.get(key).await {
+            Ok(Some(entry)) if accept(&entry) => Some(entry.value),
+            Ok(_) => None,
+            Err(e) => {
+                self.stats.store_error("get", key, &e);
+                None
             }
         }
     }
