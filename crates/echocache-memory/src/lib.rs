@@ -44,10 +44,12 @@
 
 mod expiring;
 mod lru;
+mod sharded;
 mod single;
 
 pub use expiring::ExpiringLruStore;
 pub use lru::LruStore;
+pub use sharded::ShardedLruStore;
 pub use single::SingleStore;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};

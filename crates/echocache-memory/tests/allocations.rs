@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use common::run;
 use echocache_core::{EchoCache, Entry, LazyEchoCache, ManualClock, Store};
-use echocache_memory::{ExpiringLruStore, LruStore, SingleStore};
+use echocache_memory::{ExpiringLruStore, LruStore, ShardedLruStore, SingleStore};
 
 /// `System`, counting this thread's allocations and frees.
 struct Counting;
@@ -144,6 +144,16 @@ fn expiring_lru_store_hit_allocates_nothing() {
         .unwrap()
         .with_clock(manual);
     assert_hit_allocates_nothing("ExpiringLruStore (manual clock)", &on_manual);
+}
+
+#[test]
+fn sharded_lru_store_hit_and_update_allocate_nothing() {
+    let store = ShardedLruStore::new(1_000).unwrap();
+    for i in 0..500 {
+        run(store.set(&format!("key-{i}"), &entry(i))).unwrap();
+    }
+    assert_hit_allocates_nothing("ShardedLruStore", &store);
+    assert_update_allocates_nothing("ShardedLruStore", &store);
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use echocache_core::test_util::{check_data_ops, check_granting_lock};
 use echocache_core::{ManualClock, Store};
-use echocache_memory::{ExpiringLruStore, LruStore, SingleStore};
+use echocache_memory::{ExpiringLruStore, LruStore, ShardedLruStore, SingleStore};
 
 async fn conforms<S: Store<String>>(store: S) {
     check_data_ops(&store, "mem:").await;
@@ -42,4 +42,10 @@ async fn expiring_lru_store_on_a_manual_clock_conforms() {
 #[tokio::test]
 async fn single_store_conforms() {
     conforms(SingleStore::new(Duration::from_secs(3_600)).unwrap()).await;
+}
+
+#[tokio::test]
+async fn sharded_lru_store_conforms() {
+    conforms(ShardedLruStore::new(64).unwrap()).await;
+    conforms(ShardedLruStore::with_shards(3, 8).unwrap()).await;
 }

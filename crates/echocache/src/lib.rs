@@ -88,7 +88,7 @@ pub use echocache_nats::async_nats;
 pub mod store {
     #[cfg(feature = "memory")]
     #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
-    pub use echocache_memory::{ExpiringLruStore, LruStore, SingleStore};
+    pub use echocache_memory::{ExpiringLruStore, LruStore, ShardedLruStore, SingleStore};
 
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
