@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use echocache::store::{ExpiringLruStore, LruStore, SingleStore};
+use echocache::store::{ExpiringLruStore, LruStore, ShardedLruStore, SingleStore};
 use echocache::{EchoCache, Entry, LazyEchoCache, Store};
 use echocache_benches::{CountingAlloc, record, record_allocs, save_figures};
 
@@ -120,6 +120,18 @@ fn fetch_hit(c: &mut Criterion) {
         black_box(
             ready(arc_cache.fetch(&keys[i], || async { Ok::<Arc<str>, Never>(Arc::from("x")) }))
                 .unwrap(),
+        );
+    });
+    let sharded_cache = EchoCache::new(ShardedLruStore::<Arc<str>>::new(KEYS * 2).unwrap());
+    for k in &keys {
+        ready(sharded_cache.insert(k, Arc::from(k.as_str()))).unwrap();
+    }
+    hit(&mut g, "echocache_sharded/arc_str", |i| {
+        black_box(
+            ready(
+                sharded_cache.fetch(&keys[i], || async { Ok::<Arc<str>, Never>(Arc::from("x")) }),
+            )
+            .unwrap(),
         );
     });
     hit(&mut g, "echocache/string", |i| {
@@ -284,11 +296,13 @@ fn fetch_concurrent(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
 
     let echo = EchoCache::new(LruStore::<Arc<str>>::new(KEYS * 2).unwrap());
+    let sharded = EchoCache::new(ShardedLruStore::<Arc<str>>::new(KEYS * 2).unwrap());
     let moka: moka::future::Cache<String, Arc<str>> = moka::future::Cache::new((KEYS * 2) as u64);
     let quick: Arc<quick_cache::sync::Cache<String, Arc<str>>> =
         Arc::new(quick_cache::sync::Cache::new(KEYS * 2));
     for k in keys.iter() {
         ready(echo.insert(k, Arc::from(k.as_str()))).unwrap();
+        ready(sharded.insert(k, Arc::from(k.as_str()))).unwrap();
         ready(moka.insert(k.clone(), Arc::from(k.as_str())));
         quick.insert(k.clone(), Arc::from(k.as_str()));
     }
@@ -326,6 +340,17 @@ fn fetch_concurrent(c: &mut Criterion) {
                 );
             })
         };
+        let sharded_op: Arc<dyn Fn(usize) + Send + Sync> = {
+            let (sharded, keys) = (sharded.clone(), keys.clone());
+            Arc::new(move |i| {
+                black_box(
+                    ready(
+                        sharded.fetch(&keys[i], || async { Ok::<Arc<str>, Never>(Arc::from("x")) }),
+                    )
+                    .unwrap(),
+                );
+            })
+        };
         let moka_op: Arc<dyn Fn(usize) + Send + Sync> = {
             let (moka, keys) = (moka.clone(), keys.clone());
             Arc::new(move |i| {
@@ -347,6 +372,7 @@ fn fetch_concurrent(c: &mut Criterion) {
         };
         for (name, op) in [
             ("echocache", echo_op),
+            ("echocache_sharded", sharded_op),
             ("moka", moka_op),
             ("quick_cache", quick_op),
         ] {

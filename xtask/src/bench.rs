@@ -650,7 +650,7 @@ fn memory(md: &mut String, figures: &BTreeMap<String, f64>) {
 
 fn chart(est: &BTreeMap<String, Estimate>, path: &Path) -> Result<(), String> {
     use plotters::prelude::*;
-    let libs = ["echocache", "moka", "quick_cache"];
+    let libs = ["echocache", "echocache_sharded", "moka", "quick_cache"];
     let tasks = [1u32, 2, 4, 8];
     let series: Vec<(&str, Vec<(u32, f64)>)> = libs
         .iter()
@@ -690,7 +690,7 @@ fn chart(est: &BTreeMap<String, Estimate>, path: &Path) -> Result<(), String> {
         .y_desc("million hits / s")
         .draw()
         .map_err(|e| e.to_string())?;
-    let colors = [RED, BLUE, GREEN];
+    let colors = [RED, MAGENTA, BLUE, GREEN];
     for ((lib, points), color) in series.iter().zip(colors) {
         chart
             .draw_series(LineSeries::new(
