@@ -59,11 +59,7 @@ impl<T> Table<T> {
     /// Removes `key`, returning its value for the caller to drop outside the lock.
     pub(crate) fn remove(&self, key: &str) -> Option<T> {
         let hash = self.hash(key);
-        let mut map = self.lock();
-        match slot(&mut map, hash, key) {
-            RawEntryMut::Occupied(occupied) => Some(occupied.remove()),
-            RawEntryMut::Vacant(_) => None,
-        }
+        take(&mut self.lock(), hash, key)
     }
 }
 
@@ -75,6 +71,26 @@ pub(crate) fn slot<'a, T>(
     key: &str,
 ) -> RawEntryMut<'a, Box<str>, T, DefaultHashBuilder> {
     map.raw_entry_mut().from_key_hashed_nocheck(hash, key)
+}
+
+/// A clone of the value for `key`, which becomes the most recently used entry.
+#[inline]
+pub(crate) fn get_promoted<T: Clone>(map: &mut Map<T>, hash: u64, key: &str) -> Option<T> {
+    match slot(map, hash, key) {
+        RawEntryMut::Occupied(mut occupied) => {
+            occupied.to_back();
+            Some(occupied.get().clone())
+        }
+        RawEntryMut::Vacant(_) => None,
+    }
+}
+
+/// Removes `key`, returning its value for the caller to drop outside the lock.
+pub(crate) fn take<T>(map: &mut Map<T>, hash: u64, key: &str) -> Option<T> {
+    match slot(map, hash, key) {
+        RawEntryMut::Occupied(occupied) => Some(occupied.remove()),
+        RawEntryMut::Vacant(_) => None,
+    }
 }
 
 /// Writes `value` for `key` as the most recently used entry, evicting the least recently
@@ -226,14 +242,7 @@ impl<V: Clone + Send + Sync + 'static> Store<V> for LruStore<V> {
     /// Returns a clone of the entry for `key` and marks it most recently used.
     async fn get(&self, key: &str) -> Result<Option<Entry<V>>, StoreError> {
         let hash = self.table.hash(key);
-        let mut map = self.table.lock();
-        Ok(match slot(&mut map, hash, key) {
-            RawEntryMut::Occupied(mut occupied) => {
-                occupied.to_back();
-                Some(occupied.get().clone())
-            }
-            RawEntryMut::Vacant(_) => None,
-        })
+        Ok(get_promoted(&mut self.table.lock(), hash, key))
     }
 
     /// Writes `entry` for `key` as the most recently used entry, evicting the least

@@ -7,10 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use echocache_core::{BuildError, Entry, LockToken, Store, StoreError};
-use hashlink::linked_hash_map::RawEntryMut;
 use hashlink::{DefaultHashBuilder, LruCache};
 
-use crate::lru::{Map, put, slot};
+use crate::lru::{Map, get_promoted, put, take};
 
 /// A least-recently-used store split into shards, each an exact LRU behind its own lock.
 ///
@@ -142,14 +141,7 @@ impl<V: Clone + Send + Sync + 'static> Store<V> for ShardedLruStore<V> {
     /// Returns a clone of the entry for `key` and marks it most recently used in its shard.
     async fn get(&self, key: &str) -> Result<Option<Entry<V>>, StoreError> {
         let (hash, shard) = self.locate(key);
-        let mut map = crate::lock(shard);
-        Ok(match slot(&mut map, hash, key) {
-            RawEntryMut::Occupied(mut occupied) => {
-                occupied.to_back();
-                Some(occupied.get().clone())
-            }
-            RawEntryMut::Vacant(_) => None,
-        })
+        Ok(get_promoted(&mut crate::lock(shard), hash, key))
     }
 
     /// Writes `entry` for `key`, evicting the least recently used entry of its shard when
@@ -164,11 +156,8 @@ impl<V: Clone + Send + Sync + 'static> Store<V> for ShardedLruStore<V> {
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
         let (hash, shard) = self.locate(key);
-        let removed = match slot(&mut crate::lock(shard), hash, key) {
-            RawEntryMut::Occupied(occupied) => Some(occupied.remove()),
-            RawEntryMut::Vacant(_) => None,
-        };
-        drop(removed);
+        let removed = take(&mut crate::lock(shard), hash, key);
+        drop(removed); // after the lock is released
         Ok(())
     }
 
