@@ -68,6 +68,8 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 enum StoreErrorKind {
     Backend,
     Decode,
+    Timeout,
+    CircuitOpen,
 }
 
 /// A store operation failed.
@@ -126,9 +128,49 @@ impl StoreError {
         }
     }
 
+    /// The store call did not answer within the cache's `store_timeout` and was given up.
+    ///
+    /// Made by the caches, not by stores.
+    pub fn timeout(limit: std::time::Duration) -> Self {
+        Self {
+            kind: StoreErrorKind::Timeout,
+            source: format!("no answer within the store timeout of {limit:?}").into(),
+        }
+    }
+
+    /// The store was not called: the cache's circuit breaker is open after consecutive
+    /// store failures, and the store is skipped until a probe finds it answering again.
+    ///
+    /// Made by the caches, not by stores.
+    pub fn circuit_open() -> Self {
+        Self {
+            kind: StoreErrorKind::CircuitOpen,
+            source: "the store failed repeatedly; it is skipped until it answers again".into(),
+        }
+    }
+
     /// Whether the stored bytes could not be decoded (as opposed to a backend failure).
     pub fn is_decode(&self) -> bool {
         self.kind == StoreErrorKind::Decode
+    }
+
+    /// Whether the call was given up after the cache's store timeout.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == StoreErrorKind::Timeout
+    }
+
+    /// Whether the call was skipped because the cache's circuit breaker is open.
+    pub fn is_circuit_open(&self) -> bool {
+        self.kind == StoreErrorKind::CircuitOpen
+    }
+
+    /// Whether this error says the backend is unwell (failed, timed out or skipped), as
+    /// opposed to unreadable bytes: what the circuit breaker counts.
+    pub(crate) fn is_outage(&self) -> bool {
+        matches!(
+            self.kind,
+            StoreErrorKind::Backend | StoreErrorKind::Timeout
+        )
     }
 }
 
@@ -137,6 +179,8 @@ impl fmt::Display for StoreError {
         match self.kind {
             StoreErrorKind::Backend => f.write_str("store backend failed"),
             StoreErrorKind::Decode => f.write_str("store value could not be decoded"),
+            StoreErrorKind::Timeout => f.write_str("store call timed out"),
+            StoreErrorKind::CircuitOpen => f.write_str("store skipped: circuit breaker open"),
         }
     }
 }

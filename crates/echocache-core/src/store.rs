@@ -91,6 +91,29 @@ pub trait Store<V>: Send + Sync + 'static {
         key: &str,
         token: &LockToken,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Resets the refresh lock for `key` to expire `ttl` from now, if, and only if,
+    /// `token` still owns it. Returns whether it did.
+    ///
+    /// [`LazyEchoCache`](crate::LazyEchoCache) calls it while a background refresh runs,
+    /// so that a load slower than the lock's TTL (a loader that blocks its thread past
+    /// `load_timeout`) does not let another process take the lock and refresh the same
+    /// key at once.
+    ///
+    /// # Default
+    ///
+    /// `Ok(false)`: the store cannot extend locks, and a refresh that outlives the lock's
+    /// TTL may overlap another process's refresh of the key (counted in
+    /// `Stats::lock_extension_failures`). Stores with real locks should implement it.
+    fn extend_lock(
+        &self,
+        key: &str,
+        token: &LockToken,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (key, token, ttl);
+        std::future::ready(Ok(false))
+    }
 }
 
 /// The opaque token that proves ownership of a refresh lock.
