@@ -471,12 +471,25 @@ impl<V, C> RedisStore<V, C> {
     ///
     /// Returns whether the lock was extended: `false` when it expired or changed owner.
     ///
+    /// The same as the [`Store::extend_lock`] the caches call while a refresh runs.
+    ///
     /// # Errors
     ///
     /// A backend [`StoreError`] when Redis fails, or at once on a store made with
     /// [`go_echocache_compatible_plain`](RedisStore::go_echocache_compatible_plain), which
     /// has no refresh lock.
     pub async fn extend_lock(
+        &self,
+        key: &str,
+        token: &LockToken,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.extend_owned_lock(key, token, ttl).await
+    }
+
+    /// The compare-and-pexpire behind both `extend_lock`s (the inherent one and
+    /// [`Store::extend_lock`]), so that neither calls the other.
+    async fn extend_owned_lock(
         &self,
         key: &str,
         token: &LockToken,
@@ -611,6 +624,17 @@ where
         lock::unlock(self.conn.client(), self.keys.lock_key(key), token)
             .await
             .map_err(backend("EVALSHA (unlock)"))
+    }
+
+    /// Atomic compare-and-pexpire: a lock that expired or changed owner is left alone and
+    /// gives `false`.
+    async fn extend_lock(
+        &self,
+        key: &str,
+        token: &LockToken,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.extend_owned_lock(key, token, ttl).await
     }
 }
 
@@ -790,6 +814,12 @@ mod tests {
                 .await
                 .is_err()
         );
+        assert!(
+            Store::extend_lock(&store, "k", &token, Duration::from_secs(1))
+                .await
+                .is_err(),
+            "the trait method refuses too (not the default `Ok(false)`)"
+        );
     }
 
     #[test]
@@ -820,6 +850,7 @@ mod tests {
             is_send(store.try_lock("k", ttl));
             is_send(store.unlock("k", &token));
             is_send(store.extend_lock("k", &token, ttl));
+            is_send(Store::extend_lock(&store, "k", &token, ttl));
         }
     }
 

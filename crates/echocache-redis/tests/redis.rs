@@ -319,6 +319,63 @@ async fn locks_expire_and_can_be_extended_by_their_owner() {
     ns.cleanup().await;
 }
 
+/// `extend_lock` as the caches call it: through the `Store` trait, not the inherent method.
+async fn extend_through_the_trait<S: Store<String>>(
+    store: &S,
+    key: &str,
+    token: &LockToken,
+    ttl: Duration,
+) -> bool {
+    store.extend_lock(key, token, ttl).await.expect("extend")
+}
+
+#[tokio::test]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn the_trait_extends_the_owners_lock_only() {
+    let ns = Ns::new("trait-extend").await;
+    let store = ns.store::<String>();
+    let lock_key = store.lock_key("k");
+    let owner = store
+        .try_lock("k", Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("free lock");
+    let before = ns.pttl(&lock_key).await;
+    assert!(before > 0 && before <= 5_000, "PTTL {before}");
+
+    assert!(
+        extend_through_the_trait(&store, "k", &owner, Duration::from_secs(30)).await,
+        "the owner extends its lock (not the trait's default `Ok(false)`)"
+    );
+    let after = ns.pttl(&lock_key).await;
+    assert!(
+        after > before && after <= 30_000,
+        "PTTL {before} -> {after}"
+    );
+
+    let stranger = LockToken::generate();
+    assert!(
+        !extend_through_the_trait(&store, "k", &stranger, Duration::from_secs(60)).await,
+        "another token does not extend the lock"
+    );
+    let untouched = ns.pttl(&lock_key).await;
+    assert!(untouched <= after, "PTTL {after} -> {untouched}");
+    assert_eq!(
+        ns.raw_get(&lock_key).await.as_deref(),
+        Some(owner.as_str()),
+        "the owner still holds the lock"
+    );
+
+    // Gone once released: nothing left to extend.
+    store.unlock("k", &owner).await.unwrap();
+    assert!(!extend_through_the_trait(&store, "k", &owner, Duration::from_secs(30)).await);
+    assert!(
+        !ns.exists(&lock_key).await,
+        "extend did not re-create the lock"
+    );
+    ns.cleanup().await;
+}
+
 #[tokio::test]
 #[ignore = "needs Redis: cargo xtask test"]
 async fn user_keys_do_not_collide_with_locks() {
