@@ -6,9 +6,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::{Core, Until};
+use crate::core::Core;
+use crate::guard::GuardSettings;
 use crate::stats::incr;
-use crate::{BuildError, Clock, Entry, Error, Stats, Store, StoreError};
+use crate::{BuildError, Clock, Error, Stats, Store, StoreError};
 
 /// The load timeout used when none is set: 30 seconds.
 pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,27 +72,31 @@ impl<V, S> fmt::Debug for EchoCache<V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EchoCache")
             .field("load_timeout", &self.core.load_timeout)
+            .field("store_timeout", &self.core.guard.timeout())
             .finish_non_exhaustive()
     }
 }
 
 impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
-    /// A cache over `store` with the default settings (load timeout 30 s, system clock).
+    /// A cache over `store` with the default settings: load timeout 30 s, store timeout
+    /// 250 ms, circuit breaker on (2 failures, 1 s cool-down), system clock.
     pub fn new(store: S) -> Self {
         Self {
             core: Arc::new(Core::new(
                 store,
                 Clock::system(),
                 Some(DEFAULT_LOAD_TIMEOUT),
+                GuardSettings::default(),
             )),
         }
     }
 
-    /// A builder, to set the load timeout or the clock.
+    /// A builder, to set the timeouts, the circuit breaker or the clock.
     pub fn builder(store: S) -> EchoCacheBuilder<V, S> {
         EchoCacheBuilder {
             store,
             load_timeout: Some(DEFAULT_LOAD_TIMEOUT),
+            guard: GuardSettings::default(),
             clock: Clock::system(),
             _value: PhantomData,
         }
@@ -102,11 +107,16 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
     /// On a hit the stored value is returned and `loader` is not called. On a miss the
     /// loader of the first caller runs as its own task; every concurrent caller for the
     /// same key waits for that one load and gets a clone of its value (or the same error).
-    /// The value is written to the store before the load ends. Errors are not cached: the
-    /// next fetch loads again.
+    /// Errors are not cached: the next fetch loads again.
     ///
-    /// A store that fails or holds undecodable bytes counts the error in [`Stats`] and is
-    /// treated as a miss (the cache fails open).
+    /// A loaded value is returned once it has been written to the store (read-your-writes:
+    /// a [`get`](Self::get) after `fetch` returned sees it, and so does any process
+    /// reading the same store). The write is bounded by the store timeout and skipped
+    /// while the circuit breaker is open; then the value is returned unstored.
+    ///
+    /// A store that fails, times out or holds undecodable bytes counts the error in
+    /// [`Stats`] and is treated as a miss (the cache fails open). While the circuit breaker
+    /// is open the store is not called at all: a fetch costs the loader and nothing more.
     ///
     /// # Errors
     ///
@@ -134,7 +144,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
     {
         let core = &self.core;
         let epoch = core.flights.epoch();
-        match core.store.get(key).await {
+        match core.get(key).await {
             Ok(Some(entry)) => {
                 core.stats.hits.incr();
                 return Ok(entry.value);
@@ -145,16 +155,18 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
         incr(&core.stats.misses);
         // Boxed: the load's state machine is large, and keeping it out of this future
         // keeps the hit path from moving hundreds of bytes. A miss allocates anyway.
-        Box::pin(core.load(key, epoch, loader, |_| true, Until::Published)).await
+        Box::pin(core.load(key, epoch, loader, |_| true)).await
     }
 
     /// Reads the stored value for `key` without loading.
     ///
     /// # Errors
     ///
-    /// The store's error, as is.
+    /// The store's error, as is; [`StoreError::is_timeout`] when the store did not answer
+    /// within the store timeout; [`StoreError::is_circuit_open`] at once while the
+    /// circuit breaker is open.
     pub async fn get(&self, key: &str) -> Result<Option<V>, StoreError> {
-        Ok(self.core.store.get(key).await?.map(|entry| entry.value))
+        Ok(self.core.get(key).await?.map(|entry| entry.value))
     }
 
     /// Writes `value` for `key`, written now.
@@ -165,13 +177,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
     ///
     /// # Errors
     ///
-    /// The store's error, as is.
+    /// As [`get`](Self::get).
     pub async fn insert(&self, key: &str, value: V) -> Result<(), StoreError> {
-        if let Some(writing) = self.core.flights.supersede(key) {
-            writing.wait_done().await;
-        }
-        let entry = Entry::new(value, self.core.clock.now());
-        self.core.store.set(key, &entry).await
+        self.core.insert(key, value).await
     }
 
     /// Removes the entry for `key`; the next fetch loads.
@@ -182,12 +190,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
     ///
     /// # Errors
     ///
-    /// The store's error, as is.
+    /// As [`get`](Self::get).
     pub async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
-        if let Some(writing) = self.core.flights.supersede(key) {
-            writing.wait_done().await;
-        }
-        self.core.store.remove(key).await
+        self.core.invalidate(key).await
     }
 
     /// A snapshot of the counters.
@@ -204,6 +209,12 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
     /// panicked and abandoned loads leave nothing behind.
     pub fn loads_in_flight(&self) -> usize {
         self.core.flights.len()
+    }
+
+    /// Whether the circuit breaker is open now: the store is being skipped after
+    /// consecutive failures, until a probe finds it answering again.
+    pub fn is_circuit_open(&self) -> bool {
+        self.core.guard.is_open()
     }
 }
 
@@ -234,6 +245,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
 pub struct EchoCacheBuilder<V, S> {
     store: S,
     load_timeout: Option<Duration>,
+    guard: GuardSettings,
     clock: Clock,
     _value: PhantomData<fn() -> V>,
 }
@@ -242,6 +254,7 @@ impl<V, S> fmt::Debug for EchoCacheBuilder<V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EchoCacheBuilder")
             .field("load_timeout", &self.load_timeout)
+            .field("guard", &self.guard)
             .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
@@ -269,6 +282,71 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCacheBuilder<V, S> {
         }
     }
 
+    /// Bounds every store call the cache makes (`get`, `set`, `remove`, locks), whatever
+    /// the client's own settings: a call that has not answered by then is given up,
+    /// counted in [`Stats::store_timeouts`], and the cache fails open (a fetch loads).
+    ///
+    /// Direct [`get`](EchoCache::get), [`insert`](EchoCache::insert) and
+    /// [`invalidate`](EchoCache::invalidate) return [`StoreError::is_timeout`] instead.
+    ///
+    /// # Default
+    ///
+    /// [`DEFAULT_STORE_TIMEOUT`](crate::DEFAULT_STORE_TIMEOUT) (250 ms): well above a
+    /// healthy Redis or NATS round trip, and what a fetch pays at most per store call
+    /// while the store stalls (until the circuit breaker opens).
+    pub fn store_timeout(self, timeout: Duration) -> Self {
+        Self {
+            guard: self.guard.with_timeout(Some(timeout)),
+            ..self
+        }
+    }
+
+    /// Lets store calls take as long as the client lets them.
+    pub fn no_store_timeout(self) -> Self {
+        Self {
+            guard: self.guard.with_timeout(None),
+            ..self
+        }
+    }
+
+    /// After consecutive store failures or timeouts (see
+    /// [`circuit_breaker_threshold`](Self::circuit_breaker_threshold)) the store is
+    /// skipped for `cool_down`: fetches load without calling it, direct calls fail at
+    /// once with [`StoreError::is_circuit_open`]. Then one call at a time probes it; the
+    /// first that succeeds closes the breaker. Opening is counted in
+    /// [`Stats::circuit_opens`], skipped calls in [`Stats::store_calls_skipped`].
+    ///
+    /// # Default
+    ///
+    /// On, [`DEFAULT_BREAKER_COOL_DOWN`](crate::DEFAULT_BREAKER_COOL_DOWN) (1 s).
+    pub fn circuit_breaker(self, cool_down: Duration) -> Self {
+        Self {
+            guard: self.guard.with_cool_down(cool_down),
+            ..self
+        }
+    }
+
+    /// How many consecutive store failures open the circuit breaker.
+    ///
+    /// # Default
+    ///
+    /// [`DEFAULT_BREAKER_THRESHOLD`](crate::DEFAULT_BREAKER_THRESHOLD) (2).
+    pub fn circuit_breaker_threshold(self, failures: u32) -> Self {
+        Self {
+            guard: self.guard.with_threshold(failures),
+            ..self
+        }
+    }
+
+    /// Calls the store however often it fails (each call still bounded by the store
+    /// timeout).
+    pub fn no_circuit_breaker(self) -> Self {
+        Self {
+            guard: self.guard.without_breaker(),
+            ..self
+        }
+    }
+
     /// The clock that stamps entries' `written_at`.
     ///
     /// # Default
@@ -285,7 +363,8 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCacheBuilder<V, S> {
     ///
     /// # Errors
     ///
-    /// [`BuildError::InvalidSetting`] for a zero load timeout.
+    /// [`BuildError::InvalidSetting`] for a zero load timeout, store timeout or circuit
+    /// breaker cool-down, or a zero breaker threshold.
     pub fn build(self) -> Result<EchoCache<V, S>, BuildError> {
         if self.load_timeout == Some(Duration::ZERO) {
             return Err(BuildError::InvalidSetting {
@@ -293,8 +372,14 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCacheBuilder<V, S> {
                 reason: "must be greater than zero",
             });
         }
+        self.guard.validate()?;
         Ok(EchoCache {
-            core: Arc::new(Core::new(self.store, self.clock, self.load_timeout)),
+            core: Arc::new(Core::new(
+                self.store,
+                self.clock,
+                self.load_timeout,
+                self.guard,
+            )),
         })
     }
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 use futures::FutureExt;
 
 use crate::flight::{Failure, Flights, Join, Leader, Outcome, panic_message};
+use crate::guard::{GuardSettings, StoreGuard};
 use crate::stats::{Counters, incr};
-use crate::{Clock, Entry, Error, Store, recursion};
+use crate::{Clock, Entry, Error, LockToken, Store, StoreError, recursion};
 
 /// How many times a fetch tries again when the flight it waited on ended without an
 /// outcome it can use (aborted, or an error of another caller's error type).
@@ -22,27 +23,84 @@ pub(crate) struct Core<V, S> {
     pub(crate) stats: Counters,
     pub(crate) clock: Clock,
     pub(crate) load_timeout: Option<Duration>,
-}
-
-/// When a load call returns to its caller.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Until {
-    /// As soon as the value is known (foreground fetches).
-    Published,
-    /// Once the flight has also written the store (background refreshes, which hold the
-    /// cross-process lock until then).
-    Stored,
+    pub(crate) guard: StoreGuard,
 }
 
 impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
-    pub(crate) fn new(store: S, clock: Clock, load_timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        store: S,
+        clock: Clock,
+        load_timeout: Option<Duration>,
+        guard: GuardSettings,
+    ) -> Self {
         Self {
             store,
             flights: Arc::new(Flights::new()),
             stats: Counters::default(),
             clock,
             load_timeout,
+            guard: StoreGuard::new(guard),
         }
+    }
+
+    /// The store's `get`, bounded and behind the circuit breaker (see `guard.rs`); the
+    /// other store calls below likewise. Every store call of the caches goes through them.
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Entry<V>>, StoreError> {
+        self.guard.call(&self.stats, self.store.get(key)).await
+    }
+
+    pub(crate) async fn set(&self, key: &str, entry: &Entry<V>) -> Result<(), StoreError> {
+        self.guard
+            .call(&self.stats, self.store.set(key, entry))
+            .await
+    }
+
+    pub(crate) async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.guard.call(&self.stats, self.store.remove(key)).await
+    }
+
+    pub(crate) async fn try_lock(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<LockToken>, StoreError> {
+        self.guard
+            .call(&self.stats, self.store.try_lock(key, ttl))
+            .await
+    }
+
+    pub(crate) async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
+        self.guard
+            .call(&self.stats, self.store.unlock(key, token))
+            .await
+    }
+
+    pub(crate) async fn extend_lock(
+        &self,
+        key: &str,
+        token: &LockToken,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.guard
+            .call(&self.stats, self.store.extend_lock(key, token, ttl))
+            .await
+    }
+
+    /// Writes `value` for `key` now, as `insert` does: after any load of the key that is
+    /// writing its (older) value has undone that write.
+    pub(crate) async fn insert(&self, key: &str, value: V) -> Result<(), StoreError> {
+        if let Some(writing) = self.flights.supersede(key) {
+            writing.wait_done().await;
+        }
+        self.set(key, &Entry::new(value, self.clock.now())).await
+    }
+
+    /// Removes `key`, as `invalidate` does.
+    pub(crate) async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
+        if let Some(writing) = self.flights.supersede(key) {
+            writing.wait_done().await;
+        }
+        self.remove(key).await
     }
 
     /// Loads `key` through the single-flight: joins the running load for the key or starts
@@ -50,13 +108,16 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
     ///
     /// `seen_epoch` is the flights' epoch read before the caller's store read; `accept`
     /// says whether an entry found on a re-read of the store may be returned as is.
+    ///
+    /// Returns once the flight has ended, store write included (bounded by the store
+    /// timeout, skipped while the circuit breaker is open): a `get` after it sees the
+    /// value (read-your-writes, docs/ARCHITECTURE.md).
     pub(crate) async fn load<F, Fut, E>(
         self: &Arc<Self>,
         key: &str,
         seen_epoch: u64,
         loader: F,
         accept: impl Fn(&Entry<V>) -> bool,
-        until: Until,
     ) -> Result<V, Error<E>>
     where
         F: FnOnce() -> Fut,
@@ -113,10 +174,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                 },
                 None => None,
             };
-            let outcome = match until {
-                Until::Published => waiter.wait().await,
-                Until::Stored => waiter.wait_done().await,
-            };
+            let outcome = waiter.wait_done().await;
             match outcome {
                 Some(Ok(value)) => return Ok(value),
                 Some(Err(Failure::Panicked(msg))) => {
@@ -147,7 +205,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
     /// Reads the store again (a flight may have written the key): the value when the
     /// entry is there and `accept`able, else `None` (a store error counts as a miss).
     async fn reread(&self, key: &str, accept: &impl Fn(&Entry<V>) -> bool) -> Option<V> {
-        match self.store.get(key).await {
+        match self.get(key).await {
             Ok(Some(entry)) if accept(&entry) => Some(entry.value),
             Ok(_) => None,
             Err(e) => {
@@ -184,7 +242,17 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         incr(&self.stats.loads);
         let guarded = recursion::scope(leader.id(), AssertUnwindSafe(fut).catch_unwind());
         let result = match self.load_timeout {
-            Some(limit) if timed => tokio::time::timeout(limit, guarded).await.ok(),
+            Some(limit) if timed => {
+                let started = tokio::time::Instant::now();
+                // A loader that blocks its thread cannot be stopped, and tokio's timeout
+                // takes a value that is ready when it is finally polled, however late:
+                // a value that comes after the limit is refused as a timeout, so that
+                // `load_timeout` bounds every load (and the refresh lock sized on it).
+                tokio::time::timeout(limit, guarded)
+                    .await
+                    .ok()
+                    .filter(|_| started.elapsed() <= limit)
+            }
             _ => Some(guarded.await),
         };
         let failure = match result {
@@ -216,11 +284,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         leader.publish(Outcome::Ok(value.clone()));
         let mut stored = false;
         if leader.begin_write() {
-            match self
-                .store
-                .set(leader.key(), &Entry::new(value, written_at))
-                .await
-            {
+            match self.set(leader.key(), &Entry::new(value, written_at)).await {
                 Ok(()) => stored = true,
                 Err(e) => self.stats.store_error("set", leader.key(), &e),
             }
@@ -229,7 +293,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
             // An insert or invalidate came during this write and is waiting for this
             // flight to end: remove our (older) value first, so that it is gone before
             // the invalidate returns or the insert writes.
-            if let Err(e) = self.store.remove(leader.key()).await {
+            if let Err(e) = self.remove(leader.key()).await {
                 self.stats.store_error("remove", leader.key(), &e);
             }
         }

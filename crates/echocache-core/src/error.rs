@@ -167,10 +167,7 @@ impl StoreError {
     /// Whether this error says the backend is unwell (failed, timed out or skipped), as
     /// opposed to unreadable bytes: what the circuit breaker counts.
     pub(crate) fn is_outage(&self) -> bool {
-        matches!(
-            self.kind,
-            StoreErrorKind::Backend | StoreErrorKind::Timeout
-        )
+        matches!(self.kind, StoreErrorKind::Backend | StoreErrorKind::Timeout)
     }
 }
 

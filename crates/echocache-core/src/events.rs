@@ -10,6 +10,13 @@
 //! | a refresh was dropped: the queue was full | `WARN` | `key` |
 //! | a refresh was skipped: another process holds the key's lock | `DEBUG` | `key` |
 //! | a background refresh failed; the old value stays | `WARN` | `key` |
+//! | the circuit breaker opened: the store is skipped | `WARN` | `failures`, `cool_down_ms` |
+//! | the circuit breaker closed: the store answers again | `INFO` | |
+//! | an entry's `written_at` lies beyond the clock-skew allowance (treated as expired) | `WARN` | `key` |
+//! | a refresh's store lock could not be extended | `WARN` | `key` |
+//! | the refresh dispatcher was restarted (its runtime had shut down) | `WARN` | |
+//! | a refresh could not be queued: its runtime is gone and there is no other | `ERROR` | `key` |
+//! | `shutdown` stopped waiting for refreshes still running past its bound | `WARN` | `waited_ms` |
 //!
 //! All events have the target `echocache`.
 
@@ -59,4 +66,44 @@ pub(crate) fn refresh_locked_out(key: &str) {
 pub(crate) fn refresh_failed(key: &str) {
     #[cfg(feature = "tracing")]
     tracing::warn!(target: "echocache", key, "background refresh failed; the old value stays");
+}
+
+pub(crate) fn circuit_opened(failures: u32, cool_down: Duration) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        target: "echocache",
+        failures,
+        cool_down_ms = cool_down.as_millis() as u64,
+        "circuit breaker opened: the store is skipped until a probe finds it answering"
+    );
+}
+
+pub(crate) fn circuit_closed() {
+    #[cfg(feature = "tracing")]
+    tracing::info!(target: "echocache", "circuit breaker closed: the store answers again");
+}
+
+pub(crate) fn future_dated(key: &str) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(target: "echocache", key, "entry written in the future beyond the clock-skew allowance; treated as expired");
+}
+
+pub(crate) fn refresh_lock_lost(key: &str) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(target: "echocache", key, "refresh lock could not be extended; another process may refresh this key too");
+}
+
+pub(crate) fn dispatcher_restarted() {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(target: "echocache", "refresh dispatcher restarted on the current runtime (the cache's runtime had shut down)");
+}
+
+pub(crate) fn refresh_unschedulable(key: &str) {
+    #[cfg(feature = "tracing")]
+    tracing::error!(target: "echocache", key, "refresh dropped: the cache's runtime has shut down and no runtime is current");
+}
+
+pub(crate) fn shutdown_gave_up(waited: Duration) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(target: "echocache", waited_ms = waited.as_millis() as u64, "shutdown stopped waiting for refreshes still running");
 }

@@ -292,6 +292,7 @@ impl<V: Clone> Waiter<V> {
     /// Waits for the outcome; `None` when the flight was dropped before it finished.
     ///
     /// Cancel safety: dropping this future leaves the flight running for the others.
+    #[cfg(all(test, echocache_shuttle))]
     pub(crate) async fn wait(self) -> Option<Outcome<V>> {
         let mut wait = Wait {
             flight: &self.flight,

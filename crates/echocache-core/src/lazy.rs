@@ -13,10 +13,15 @@ pub use builder::{
     DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER, DEFAULT_WORKERS, LazyEchoCacheBuilder,
 };
 
-use crate::core::{Core, Until};
+use crate::core::Core;
 use crate::stats::incr;
-use crate::{Entry, Error, Stats, Store, StoreError};
+use crate::{Entry, Error, LockToken, Stats, Store, StoreError};
 use scheduler::{Job, PendingMark, Scheduled, Scheduler};
+
+/// How far in the future an entry's `written_at` may lie (hosts' clocks differ a little)
+/// before [`LazyEchoCache`] distrusts it: such an entry is treated as expired (counted in
+/// [`Stats::future_dated_entries`]) instead of being served as fresh for ever.
+pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(10);
 
 /// A stale-while-revalidate cache.
 ///
@@ -114,6 +119,8 @@ enum Freshness {
     Fresh,
     Stale,
     Expired,
+    /// Written further in the future than [`CLOCK_SKEW_ALLOWANCE`]: its age is unknown.
+    FutureDated,
 }
 
 impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
@@ -122,7 +129,16 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
         LazyEchoCacheBuilder::new(store)
     }
 
-    fn freshness(&self, age: Duration, refresh_after: Duration) -> Freshness {
+    fn freshness(&self, entry: &Entry<V>, refresh_after: Duration) -> Freshness {
+        let now = self.inner.core.clock.now();
+        if entry
+            .written_at
+            .duration_since(now)
+            .is_ok_and(|ahead| ahead > CLOCK_SKEW_ALLOWANCE)
+        {
+            return Freshness::FutureDated;
+        }
+        let age = entry.age(now);
         if self.inner.expire_after.is_some_and(|expire| age >= expire) {
             Freshness::Expired
         } else if age < refresh_after {
@@ -181,22 +197,24 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
     {
         let core = &self.inner.core;
         let epoch = core.flights.epoch();
-        let old = match core.store.get(key).await {
-            Ok(Some(entry)) => {
-                let age = entry.age(core.clock.now());
-                match self.freshness(age, refresh_after) {
-                    Freshness::Fresh => {
-                        core.stats.hits.incr();
-                        return Ok(entry.value);
-                    }
-                    Freshness::Stale => {
-                        core.stats.stale_hits.incr();
-                        self.schedule(key, refresh_after, loader);
-                        return Ok(entry.value);
-                    }
-                    Freshness::Expired => Some(entry),
+        let old = match core.get(key).await {
+            Ok(Some(entry)) => match self.freshness(&entry, refresh_after) {
+                Freshness::Fresh => {
+                    core.stats.hits.incr();
+                    return Ok(entry.value);
                 }
-            }
+                Freshness::Stale => {
+                    core.stats.stale_hits.incr();
+                    self.schedule(key, refresh_after, loader);
+                    return Ok(entry.value);
+                }
+                Freshness::Expired => Some(entry),
+                Freshness::FutureDated => {
+                    crate::events::future_dated(key);
+                    incr(&core.stats.future_dated_entries);
+                    None
+                }
+            },
             Ok(None) => None,
             Err(e) => {
                 core.stats.store_error("get", key, &e);
@@ -204,14 +222,10 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
             }
         };
         incr(&core.stats.misses);
-        let accept = |entry: &Entry<V>| {
-            matches!(
-                self.freshness(entry.age(core.clock.now()), refresh_after),
-                Freshness::Fresh
-            )
-        };
+        let accept =
+            |entry: &Entry<V>| matches!(self.freshness(entry, refresh_after), Freshness::Fresh);
         // Boxed to keep the hit path's future small (see `EchoCache::fetch`).
-        match Box::pin(core.load(key, epoch, loader, accept, Until::Published)).await {
+        match Box::pin(core.load(key, epoch, loader, accept)).await {
             Ok(value) => Ok(value),
             Err(err) => match (old, self.inner.expire_after, self.inner.stale_if_error) {
                 (Some(old), Some(expire), Some(grace))
@@ -223,6 +237,12 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
                 _ => Err(err),
             },
         }
+    }
+
+    /// Counts and reports an entry written too far in the future to be trusted.
+    fn distrust(&self, key: &str) {
+        crate::events::future_dated(key);
+        incr(&self.inner.core.stats.future_dated_entries);
     }
 
     fn schedule<F, Fut, E>(&self, key: &str, refresh_after: Duration, loader: F)
@@ -239,9 +259,20 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
                 Box::new(move || Box::pin(refresh(core, mark, lock_ttl, refresh_after, loader)));
             job
         });
-        if outcome == Scheduled::QueueFull {
-            crate::events::refresh_dropped(key);
-            incr(&core.stats.refreshes_dropped);
+        match outcome {
+            Scheduled::Queued | Scheduled::AlreadyPending | Scheduled::Closed => {}
+            Scheduled::Restarted => {
+                crate::events::dispatcher_restarted();
+                incr(&core.stats.refresh_dispatcher_restarts);
+            }
+            Scheduled::QueueFull => {
+                crate::events::refresh_dropped(key);
+                incr(&core.stats.refreshes_dropped);
+            }
+            Scheduled::NoRuntime => {
+                crate::events::refresh_unschedulable(key);
+                incr(&core.stats.refreshes_dropped);
+            }
         }
     }
 
@@ -250,14 +281,17 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
     ///
     /// # Errors
     ///
-    /// The store's error, as is.
+    /// As [`EchoCache::get`](crate::EchoCache::get).
     pub async fn get(&self, key: &str) -> Result<Option<V>, StoreError> {
         let core = &self.inner.core;
-        Ok(core.store.get(key).await?.and_then(|entry| {
-            let age = entry.age(core.clock.now());
-            match self.freshness(age, self.inner.refresh_after) {
+        Ok(core.get(key).await?.and_then(|entry| {
+            match self.freshness(&entry, self.inner.refresh_after) {
                 Freshness::Expired => None,
-                _ => Some(entry.value),
+                Freshness::FutureDated => {
+                    self.distrust(key);
+                    None
+                }
+                Freshness::Fresh | Freshness::Stale => Some(entry.value),
             }
         }))
     }
@@ -267,15 +301,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
     ///
     /// # Errors
     ///
-    /// The store's error, as is.
+    /// As [`EchoCache::get`](crate::EchoCache::get).
     pub async fn insert(&self, key: &str, value: V) -> Result<(), StoreError> {
-        let core = &self.inner.core;
-        if let Some(writing) = core.flights.supersede(key) {
-            writing.wait_done().await;
-        }
-        core.store
-            .set(key, &Entry::new(value, core.clock.now()))
-            .await
+        self.inner.core.insert(key, value).await
     }
 
     /// Removes the entry for `key`. A load of `key` running meanwhile will not store its
@@ -283,13 +311,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
     ///
     /// # Errors
     ///
-    /// The store's error, as is.
+    /// As [`EchoCache::get`](crate::EchoCache::get).
     pub async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
-        let core = &self.inner.core;
-        if let Some(writing) = core.flights.supersede(key) {
-            writing.wait_done().await;
-        }
-        core.store.remove(key).await
+        self.inner.core.invalidate(key).await
     }
 
     /// A snapshot of the counters.
@@ -307,6 +331,12 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
         self.inner.core.flights.len()
     }
 
+    /// Whether the circuit breaker is open now (see
+    /// [`EchoCache::is_circuit_open`](crate::EchoCache::is_circuit_open)).
+    pub fn is_circuit_open(&self) -> bool {
+        self.inner.core.guard.is_open()
+    }
+
     /// How many keys have a refresh queued or running.
     pub fn refreshes_pending(&self) -> usize {
         self.inner.scheduler.pending_len()
@@ -318,7 +348,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
     }
 
     /// Stops background refreshes: no new refresh is scheduled, queued ones are dropped,
-    /// and this waits for the running ones to end (each is bounded by `load_timeout`).
+    /// and this waits for the running ones to end: at most `load_timeout` plus four store
+    /// timeouts plus one second. A refresh still running then (a loader that blocks its
+    /// thread cannot be stopped) is left to end alone; a `tracing` event says so.
     ///
     /// Idempotent. Afterwards `fetch` still serves: stale values are returned (without a
     /// refresh) and misses load in the foreground.
@@ -327,7 +359,8 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
     }
 }
 
-/// One background refresh: the store's lock, a second look, the shared load, the unlock.
+/// One background refresh: the store's lock, a second look, the shared load (with the
+/// lock kept alive while it runs), the unlock.
 async fn refresh<V, S, F, Fut, E>(
     core: Arc<Core<V, S>>,
     mark: PendingMark,
@@ -342,7 +375,7 @@ async fn refresh<V, S, F, Fut, E>(
     E: Send + Sync + 'static,
 {
     let key = mark.key();
-    let token = match core.store.try_lock(key, lock_ttl).await {
+    let token = match core.try_lock(key, lock_ttl).await {
         Ok(Some(token)) => token,
         Ok(None) => {
             crate::events::refresh_locked_out(key);
@@ -359,9 +392,14 @@ async fn refresh<V, S, F, Fut, E>(
     // Another process may have refreshed the key while this one waited in the queue.
     let epoch = core.flights.epoch();
     let is_fresh = |entry: &Entry<V>| entry.age(core.clock.now()) < refresh_after;
-    let already_fresh = matches!(core.store.get(key).await, Ok(Some(ref e)) if is_fresh(e));
+    let already_fresh = matches!(core.get(key).await, Ok(Some(ref e)) if is_fresh(e));
     if !already_fresh {
-        match core.load(key, epoch, loader, is_fresh, Until::Stored).await {
+        let load = core.load(key, epoch, loader, is_fresh);
+        let outcome = tokio::select! {
+            outcome = load => outcome,
+            never = keep_lock(&core, key, &token, lock_ttl) => match never {},
+        };
+        match outcome {
             Ok(_) => incr(&core.stats.refreshes),
             Err(_) => {
                 crate::events::refresh_failed(key);
@@ -369,8 +407,40 @@ async fn refresh<V, S, F, Fut, E>(
             }
         }
     }
-    if let Err(e) = core.store.unlock(key, &token).await {
+    if let Err(e) = core.unlock(key, &token).await {
         core.stats.store_error("unlock", key, &e);
     }
     drop(mark);
+}
+
+/// Extends the refresh lock every third of its TTL, for as long as it is polled (the
+/// refresh drops it when the load ends). A loader that blocks its thread past
+/// `load_timeout` keeps the lock this way, on a multi-threaded runtime, so no other
+/// process refreshes the key at the same time. Stops extending once an extension fails
+/// (counted in `refresh_locks_lost`).
+async fn keep_lock<V, S>(
+    core: &Core<V, S>,
+    key: &str,
+    token: &LockToken,
+    lock_ttl: Duration,
+) -> std::convert::Infallible
+where
+    V: Clone + Send + Sync + 'static,
+    S: Store<V>,
+{
+    let period = lock_ttl / 3;
+    loop {
+        tokio::time::sleep(period).await;
+        match core.extend_lock(key, token, lock_ttl).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                core.stats.store_error("extend_lock", key, &e);
+                break;
+            }
+        }
+    }
+    crate::events::refresh_lock_lost(key);
+    incr(&core.stats.refresh_locks_lost);
+    std::future::pending().await
 }

@@ -31,6 +31,7 @@ mod entry;
 mod error;
 mod events;
 mod flight;
+mod guard;
 mod lazy;
 #[cfg(all(test, echocache_shuttle))]
 mod model_tests;
@@ -46,9 +47,10 @@ pub use cache::{DEFAULT_LOAD_TIMEOUT, EchoCache, EchoCacheBuilder};
 pub use clock::{Clock, ManualClock};
 pub use entry::Entry;
 pub use error::{BuildError, Error, StoreError};
+pub use guard::{DEFAULT_BREAKER_COOL_DOWN, DEFAULT_BREAKER_THRESHOLD, DEFAULT_STORE_TIMEOUT};
 pub use lazy::{
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER, DEFAULT_WORKERS, LazyEchoCache,
-    LazyEchoCacheBuilder,
+    CLOCK_SKEW_ALLOWANCE, DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER, DEFAULT_WORKERS,
+    LazyEchoCache, LazyEchoCacheBuilder,
 };
 pub use stats::Stats;
 pub use store::{LockToken, Store};

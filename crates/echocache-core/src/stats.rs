@@ -42,6 +42,24 @@ pub struct Stats {
     pub store_errors: u64,
     /// Store reads whose bytes could not be decoded (the entry was reloaded).
     pub decode_errors: u64,
+    /// Store calls given up after the cache's `store_timeout` (also counted in
+    /// `store_errors` where the cache failed open).
+    pub store_timeouts: u64,
+    /// Times the circuit breaker opened after consecutive store failures.
+    pub circuit_opens: u64,
+    /// Store calls skipped because the circuit breaker was open.
+    pub store_calls_skipped: u64,
+    /// Entries whose `written_at` lay further in the future than
+    /// [`CLOCK_SKEW_ALLOWANCE`](crate::CLOCK_SKEW_ALLOWANCE): `LazyEchoCache` treated them
+    /// as expired instead of fresh for ever.
+    pub future_dated_entries: u64,
+    /// Background refreshes whose store lock could not be extended while the load ran
+    /// (lost to expiry or another owner, or a store that cannot extend locks): another
+    /// process may have refreshed the key at the same time.
+    pub refresh_locks_lost: u64,
+    /// Times `LazyEchoCache` restarted its refresh dispatcher on the current runtime
+    /// because the runtime it was built in had shut down.
+    pub refresh_dispatcher_restarts: u64,
 }
 
 /// Cache-line aligned counter, so that hot counters on different threads don't share a
@@ -140,6 +158,12 @@ pub(crate) struct Counters {
     pub(crate) stale_if_error_served: AtomicU64,
     pub(crate) store_errors: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
+    pub(crate) store_timeouts: AtomicU64,
+    pub(crate) circuit_opens: AtomicU64,
+    pub(crate) store_calls_skipped: AtomicU64,
+    pub(crate) future_dated_entries: AtomicU64,
+    pub(crate) refresh_locks_lost: AtomicU64,
+    pub(crate) refresh_dispatcher_restarts: AtomicU64,
 }
 
 /// Adds one to a plain counter.
@@ -149,8 +173,12 @@ pub(crate) fn incr(counter: &AtomicU64) {
 }
 
 impl Counters {
-    /// Counts a failed store operation by its kind (and reports it with `tracing`).
+    /// Counts a failed store operation by its kind (and reports it with `tracing`). A call
+    /// skipped by the open circuit breaker was counted when it was skipped.
     pub(crate) fn store_error(&self, op: &'static str, key: &str, err: &crate::StoreError) {
+        if err.is_circuit_open() {
+            return;
+        }
         crate::events::store_failed(op, key, err);
         if err.is_decode() {
             incr(&self.decode_errors);
@@ -177,6 +205,12 @@ impl Counters {
             stale_if_error_served: load(&self.stale_if_error_served),
             store_errors: load(&self.store_errors),
             decode_errors: load(&self.decode_errors),
+            store_timeouts: load(&self.store_timeouts),
+            circuit_opens: load(&self.circuit_opens),
+            store_calls_skipped: load(&self.store_calls_skipped),
+            future_dated_entries: load(&self.future_dated_entries),
+            refresh_locks_lost: load(&self.refresh_locks_lost),
+            refresh_dispatcher_restarts: load(&self.refresh_dispatcher_restarts),
         }
     }
 }

@@ -151,9 +151,13 @@ pub async fn check_granting_lock<S: Store<String>>(store: &S, ns: &str) {
 #[derive(Clone, Default)]
 pub struct TestStore<V> {
     map: Arc<Mutex<HashMap<String, Entry<V>>>>,
-    locks: Arc<Mutex<HashMap<String, LockToken>>>,
+    locks: Arc<Mutex<HashMap<String, HeldLock>>>,
     fail: Arc<AtomicBool>,
     corrupt: Arc<AtomicBool>,
+    stalled: Arc<tokio::sync::watch::Sender<bool>>,
+    latency: Arc<Mutex<Duration>>,
+    /// Number of `extend_lock` calls.
+    pub extends: Arc<AtomicUsize>,
     /// Number of `get` calls.
     pub gets: Arc<AtomicUsize>,
     /// Number of `set` calls.
@@ -166,6 +170,14 @@ impl<V> std::fmt::Debug for TestStore<V> {
     }
 }
 
+/// A lock as the test store keeps it: owner and expiry (tokio's clock, so paused-time
+/// tests see locks expire).
+#[derive(Clone)]
+struct HeldLock {
+    token: LockToken,
+    until: tokio::time::Instant,
+}
+
 impl<V: Clone> TestStore<V> {
     /// An empty store.
     pub fn new() -> Self {
@@ -174,9 +186,35 @@ impl<V: Clone> TestStore<V> {
             locks: Arc::default(),
             fail: Arc::default(),
             corrupt: Arc::default(),
+            stalled: Arc::new(tokio::sync::watch::channel(false).0),
+            latency: Arc::default(),
+            extends: Arc::default(),
             gets: Arc::default(),
             sets: Arc::default(),
         }
+    }
+
+    /// Makes every operation hang until [`set_stalled(false)`](Self::set_stalled) (a
+    /// server stopped with SIGSTOP: the connection stays open, nothing answers), or
+    /// resumes the operations that hang.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.send_replace(stalled);
+    }
+
+    /// Makes every operation take `latency` (tokio's clock) before it acts.
+    pub fn set_latency(&self, latency: Duration) {
+        *self.latency.lock().unwrap() = latency;
+    }
+
+    /// Waits as a slow or stalled server would.
+    async fn respond(&self) {
+        let latency = *self.latency.lock().unwrap();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let mut stalled = self.stalled.subscribe();
+        // The sender lives in `self`: the wait ends only when the store is resumed.
+        let _ = stalled.wait_for(|s| !*s).await;
     }
 
     /// Makes every operation fail with a backend error (or stop failing).
@@ -199,19 +237,27 @@ impl<V: Clone> TestStore<V> {
         self.map.lock().unwrap().get(key).cloned()
     }
 
-    /// Takes the lock for `key` as another process would.
+    /// Takes the lock for `key` as another process would (for an hour).
     pub fn hold_lock(&self, key: &str) -> LockToken {
         let token = LockToken::generate();
-        self.locks
-            .lock()
-            .unwrap()
-            .insert(key.to_owned(), token.clone());
+        let until = tokio::time::Instant::now() + Duration::from_secs(3600);
+        self.locks.lock().unwrap().insert(
+            key.to_owned(),
+            HeldLock {
+                token: token.clone(),
+                until,
+            },
+        );
         token
     }
 
-    /// Whether the lock for `key` is held.
+    /// Whether the lock for `key` is held (and not expired).
     pub fn is_locked(&self, key: &str) -> bool {
-        self.locks.lock().unwrap().contains_key(key)
+        self.locks
+            .lock()
+            .unwrap()
+            .get(key)
+            .is_some_and(|held| held.until > tokio::time::Instant::now())
     }
 
     fn check(&self) -> Result<(), StoreError> {
@@ -226,6 +272,7 @@ impl<V: Clone> TestStore<V> {
 impl<V: Clone + Send + Sync + 'static> Store<V> for TestStore<V> {
     async fn get(&self, key: &str) -> Result<Option<Entry<V>>, StoreError> {
         self.gets.fetch_add(1, Ordering::SeqCst);
+        self.respond().await;
         self.check()?;
         let entry = self.map.lock().unwrap().get(key).cloned();
         if entry.is_some() && self.corrupt.load(Ordering::SeqCst) {
@@ -236,6 +283,7 @@ impl<V: Clone + Send + Sync + 'static> Store<V> for TestStore<V> {
 
     async fn set(&self, key: &str, entry: &Entry<V>) -> Result<(), StoreError> {
         self.sets.fetch_add(1, Ordering::SeqCst);
+        self.respond().await;
         self.check()?;
         self.map
             .lock()
@@ -245,28 +293,57 @@ impl<V: Clone + Send + Sync + 'static> Store<V> for TestStore<V> {
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.respond().await;
         self.check()?;
         self.map.lock().unwrap().remove(key);
         Ok(())
     }
 
-    async fn try_lock(&self, key: &str, _ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+    async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+        self.respond().await;
         self.check()?;
+        let now = tokio::time::Instant::now();
         let mut locks = self.locks.lock().unwrap();
-        if locks.contains_key(key) {
+        if locks.get(key).is_some_and(|held| held.until > now) {
             return Ok(None);
         }
         let token = LockToken::generate();
-        locks.insert(key.to_owned(), token.clone());
+        let until = now + ttl;
+        let held = HeldLock {
+            token: token.clone(),
+            until,
+        };
+        locks.insert(key.to_owned(), held);
         Ok(Some(token))
     }
 
     async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
+        self.respond().await;
         self.check()?;
         let mut locks = self.locks.lock().unwrap();
-        if locks.get(key) == Some(token) {
+        if locks.get(key).is_some_and(|held| held.token == *token) {
             locks.remove(key);
         }
         Ok(())
+    }
+
+    async fn extend_lock(
+        &self,
+        key: &str,
+        token: &LockToken,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.extends.fetch_add(1, Ordering::SeqCst);
+        self.respond().await;
+        self.check()?;
+        let now = tokio::time::Instant::now();
+        let mut locks = self.locks.lock().unwrap();
+        match locks.get_mut(key) {
+            Some(held) if held.token == *token && held.until > now => {
+                held.until = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }

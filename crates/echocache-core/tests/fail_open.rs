@@ -13,7 +13,10 @@ use echocache_core::{EchoCache, Entry, LazyEchoCache};
 async fn fetch_serves_loaded_values_while_the_store_fails() {
     let store = TestStore::<String>::new();
     store.set_failing(true);
-    let cache = EchoCache::new(store);
+    let cache = EchoCache::builder(store)
+        .no_circuit_breaker()
+        .build()
+        .unwrap();
     for _ in 0..3 {
         let v = cache
             .fetch("k", || async { Ok::<_, Upstream>("v".to_string()) })
@@ -30,6 +33,35 @@ async fn fetch_serves_loaded_values_while_the_store_fails() {
         "one failed get and one failed set per fetch"
     );
     assert_eq!(stats.decode_errors, 0);
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_skips_a_failing_store_after_two_failures() {
+    let store = TestStore::<String>::new();
+    store.set_failing(true);
+    let cache = EchoCache::new(store);
+    for _ in 0..3 {
+        let v = cache
+            .fetch("k", || async { Ok::<_, Upstream>("v".to_string()) })
+            .await;
+        assert_eq!(v.unwrap(), "v");
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.loads, 3);
+    assert_eq!(
+        stats.store_errors, 2,
+        "the first fetch's get and set failed"
+    );
+    assert_eq!(stats.circuit_opens, 1);
+    assert_eq!(
+        stats.store_calls_skipped, 4,
+        "two later fetches, get and set each"
+    );
+    assert_eq!(
+        cache.store().gets.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert!(cache.is_circuit_open());
 }
 
 #[tokio::test]
@@ -55,7 +87,10 @@ async fn undecodable_entries_are_counted_and_overwritten() {
 async fn direct_store_calls_return_the_store_error() {
     let store = TestStore::<String>::new();
     store.set_failing(true);
-    let cache = EchoCache::new(store);
+    let cache = EchoCache::builder(store)
+        .no_circuit_breaker()
+        .build()
+        .unwrap();
     assert!(!cache.get("k").await.unwrap_err().is_decode());
     assert!(cache.insert("k", "v".into()).await.is_err());
     assert!(cache.invalidate("k").await.is_err());

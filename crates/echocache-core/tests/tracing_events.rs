@@ -68,7 +68,10 @@ fn hits_are_silent_and_failures_are_reported() {
     let _guard = tracing::subscriber::set_default(recorder.clone());
     runtime().block_on(async {
         let store = TestStore::<String>::new();
-        let cache = EchoCache::new(store.clone());
+        let cache = EchoCache::builder(store.clone())
+            .no_circuit_breaker()
+            .build()
+            .unwrap();
         cache.insert("k", "v".into()).await.unwrap();
         for _ in 0..10 {
             cache
@@ -116,6 +119,50 @@ fn hits_are_silent_and_failures_are_reported() {
         assert!(panicked.is_err());
         assert_eq!(recorder.take(), vec!["ERROR loader panicked".to_string()]);
     });
+}
+
+#[test]
+fn the_circuit_breaker_reports_opening_and_closing() {
+    let recorder = Recorder::default();
+    let _guard = tracing::subscriber::set_default(recorder.clone());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = TestStore::<String>::new();
+            let cache = EchoCache::new(store.clone());
+            store.set_failing(true);
+            cache
+                .fetch("down", || async { Ok::<_, Upstream>("x".to_string()) })
+                .await
+                .unwrap();
+            assert_eq!(
+                recorder.take(),
+                vec![
+                    "WARN store operation failed; the cache fails open".to_string(),
+                    "WARN circuit breaker opened: the store is skipped until a probe finds it answering".to_string(),
+                    "WARN store operation failed; the cache fails open".to_string(),
+                ]
+            );
+            // Skipped calls are counted, not reported one by one.
+            cache
+                .fetch("skipped", || async { Ok::<_, Upstream>("x".to_string()) })
+                .await
+                .unwrap();
+            assert!(recorder.take().is_empty());
+            store.set_failing(false);
+            tokio::time::advance(echocache_core::DEFAULT_BREAKER_COOL_DOWN).await;
+            cache
+                .fetch("up", || async { Ok::<_, Upstream>("x".to_string()) })
+                .await
+                .unwrap();
+            assert_eq!(
+                recorder.take(),
+                vec!["INFO circuit breaker closed: the store answers again".to_string()]
+            );
+        });
 }
 
 #[test]

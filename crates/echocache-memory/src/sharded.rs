@@ -170,6 +170,16 @@ impl<V: Clone + Send + Sync + 'static> Store<V> for ShardedLruStore<V> {
     async fn unlock(&self, _key: &str, _token: &LockToken) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Always `true`: the lock is granted at once and never taken by anyone else.
+    async fn extend_lock(
+        &self,
+        _key: &str,
+        _token: &LockToken,
+        _ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

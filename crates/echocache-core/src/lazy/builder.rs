@@ -11,6 +11,7 @@ use super::scheduler::Scheduler;
 use super::{Inner, LazyEchoCache};
 use crate::cache::DEFAULT_LOAD_TIMEOUT;
 use crate::core::Core;
+use crate::guard::GuardSettings;
 use crate::{BuildError, Clock, Store};
 
 /// Default age at which a hit becomes stale: 1 minute.
@@ -67,6 +68,7 @@ pub struct LazyEchoCacheBuilder<V, S> {
     expire_after: Option<Duration>,
     stale_if_error: Option<Duration>,
     load_timeout: Duration,
+    guard: GuardSettings,
     queue_capacity: usize,
     workers: usize,
     clock: Clock,
@@ -80,6 +82,7 @@ impl<V, S> fmt::Debug for LazyEchoCacheBuilder<V, S> {
             .field("expire_after", &self.expire_after)
             .field("stale_if_error", &self.stale_if_error)
             .field("load_timeout", &self.load_timeout)
+            .field("guard", &self.guard)
             .field("queue_capacity", &self.queue_capacity)
             .field("workers", &self.workers)
             .field("clock", &self.clock)
@@ -99,6 +102,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCacheBuilder<V, S> {
             expire_after: None,
             stale_if_error: None,
             load_timeout: DEFAULT_LOAD_TIMEOUT,
+            guard: GuardSettings::default(),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             workers: DEFAULT_WORKERS,
             clock: Clock::system(),
@@ -156,6 +160,62 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCacheBuilder<V, S> {
         }
     }
 
+    /// Bounds every store call, in fetches and in background refreshes; as
+    /// [`EchoCacheBuilder::store_timeout`](crate::EchoCacheBuilder::store_timeout).
+    ///
+    /// # Default
+    ///
+    /// [`DEFAULT_STORE_TIMEOUT`](crate::DEFAULT_STORE_TIMEOUT) (250 ms).
+    pub fn store_timeout(self, timeout: Duration) -> Self {
+        Self {
+            guard: self.guard.with_timeout(Some(timeout)),
+            ..self
+        }
+    }
+
+    /// Lets store calls take as long as the client lets them.
+    pub fn no_store_timeout(self) -> Self {
+        Self {
+            guard: self.guard.with_timeout(None),
+            ..self
+        }
+    }
+
+    /// Skips the store for `cool_down` after consecutive failures; as
+    /// [`EchoCacheBuilder::circuit_breaker`](crate::EchoCacheBuilder::circuit_breaker).
+    /// While it is open, stale hits still return at once but their refreshes fail
+    /// (counted), and misses load without the store.
+    ///
+    /// # Default
+    ///
+    /// On, [`DEFAULT_BREAKER_COOL_DOWN`](crate::DEFAULT_BREAKER_COOL_DOWN) (1 s).
+    pub fn circuit_breaker(self, cool_down: Duration) -> Self {
+        Self {
+            guard: self.guard.with_cool_down(cool_down),
+            ..self
+        }
+    }
+
+    /// How many consecutive store failures open the circuit breaker.
+    ///
+    /// # Default
+    ///
+    /// [`DEFAULT_BREAKER_THRESHOLD`](crate::DEFAULT_BREAKER_THRESHOLD) (2).
+    pub fn circuit_breaker_threshold(self, failures: u32) -> Self {
+        Self {
+            guard: self.guard.with_threshold(failures),
+            ..self
+        }
+    }
+
+    /// Calls the store however often it fails.
+    pub fn no_circuit_breaker(self) -> Self {
+        Self {
+            guard: self.guard.without_breaker(),
+            ..self
+        }
+    }
+
     /// How many refresh requests may wait; beyond it they are dropped and counted.
     ///
     /// # Default
@@ -194,7 +254,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCacheBuilder<V, S> {
     /// # Errors
     ///
     /// - [`BuildError::InvalidSetting`]: zero `queue_capacity`, `workers`, `load_timeout`,
-    ///   `expire_after` or `stale_if_error`; `refresh_after` not below `expire_after`;
+    ///   `store_timeout`, `circuit_breaker`, `expire_after` or `stale_if_error`; `refresh_after` not below `expire_after`;
     ///   `stale_if_error` without `expire_after`; a capacity or worker count too large.
     /// - [`BuildError::NoRuntime`]: called outside a tokio runtime.
     pub fn build(self) -> Result<LazyEchoCache<V, S>, BuildError> {
@@ -231,12 +291,23 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCacheBuilder<V, S> {
             }
             _ => {}
         }
+        self.guard.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         // The lock must outlive the load and the write that follows it.
         let margin =
             (self.load_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
         let lock_ttl = self.load_timeout.saturating_add(margin);
-        let core = Core::new(self.store, self.clock, Some(self.load_timeout));
+        // A running refresh makes at most four store calls besides its load (lock, read,
+        // write, unlock); `shutdown` waits that long and a second more, then gives up.
+        let store_calls = self
+            .guard
+            .timeout
+            .map_or(Duration::ZERO, |t| t.saturating_mul(4));
+        let shutdown_bound = self
+            .load_timeout
+            .saturating_add(store_calls)
+            .saturating_add(Duration::from_secs(1));
+        let core = Core::new(self.store, self.clock, Some(self.load_timeout), self.guard);
         Ok(LazyEchoCache {
             inner: Arc::new(Inner {
                 core: Arc::new(core),
@@ -244,7 +315,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCacheBuilder<V, S> {
                 expire_after: self.expire_after,
                 stale_if_error: self.stale_if_error,
                 lock_ttl,
-                scheduler: Scheduler::start(&runtime, self.queue_capacity, workers),
+                scheduler: Scheduler::start(&runtime, self.queue_capacity, workers, shutdown_bound),
             }),
         })
     }

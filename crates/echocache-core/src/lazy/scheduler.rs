@@ -33,6 +33,11 @@ pub(crate) enum Scheduled {
     QueueFull,
     /// The scheduler is shut down.
     Closed,
+    /// The dispatcher had stopped with the runtime it ran on; it was started again on
+    /// the current runtime and the job queued there.
+    Restarted,
+    /// The dispatcher had stopped with its runtime and no runtime is current: dropped.
+    NoRuntime,
 }
 
 type PendingShard = Mutex<HashSet<Box<str>, HashState>>;
@@ -94,10 +99,21 @@ impl Drop for PendingMark {
 }
 
 pub(crate) struct Scheduler {
-    tx: mpsc::Sender<Job>,
+    /// The running dispatcher's queue and end signal; replaced when the dispatcher is
+    /// started again (its runtime shut down while the cache lives on).
+    dispatcher: Mutex<Dispatcher>,
+    queue_capacity: usize,
+    workers: u32,
     pending: Arc<Pending>,
     closed: AtomicBool,
     shutdown: watch::Sender<bool>,
+    /// How long `shutdown` waits for running refreshes (`None` in the model checks, which
+    /// have no tokio timer).
+    shutdown_bound: Option<std::time::Duration>,
+}
+
+struct Dispatcher {
+    tx: mpsc::Sender<Job>,
     done: watch::Receiver<bool>,
 }
 
@@ -107,10 +123,13 @@ impl Scheduler {
         runtime: &tokio::runtime::Handle,
         queue_capacity: usize,
         workers: u32,
+        shutdown_bound: std::time::Duration,
     ) -> Self {
-        Self::start_with(queue_capacity, workers, |dispatcher| {
+        let mut scheduler = Self::start_with(queue_capacity, workers, |dispatcher| {
             runtime.spawn(dispatcher);
-        })
+        });
+        scheduler.shutdown_bound = Some(shutdown_bound);
+        scheduler
     }
 
     /// Starts the dispatcher with `spawn` (the model checks run it on shuttle).
@@ -119,16 +138,16 @@ impl Scheduler {
         workers: u32,
         spawn: impl FnOnce(BoxFuture<'static, ()>),
     ) -> Self {
-        let (tx, rx) = mpsc::channel(queue_capacity);
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let (done_tx, done) = watch::channel(false);
-        spawn(Box::pin(dispatch(rx, workers, shutdown_rx, done_tx)));
+        let (shutdown, _) = watch::channel(false);
+        let dispatcher = Dispatcher::start(queue_capacity, workers, &shutdown, spawn);
         Self {
-            tx,
+            dispatcher: Mutex::new(dispatcher),
+            queue_capacity,
+            workers,
             pending: Arc::new(Pending::new()),
             closed: AtomicBool::new(false),
             shutdown,
-            done,
+            shutdown_bound: None,
         }
     }
 
@@ -145,11 +164,27 @@ impl Scheduler {
         let Some(mark) = self.pending.try_mark(key) else {
             return Scheduled::AlreadyPending;
         };
-        match self.tx.try_send(make_job(mark)) {
+        let mut dispatcher = lock(&self.dispatcher);
+        match dispatcher.tx.try_send(make_job(mark)) {
             Ok(()) => Scheduled::Queued,
             // Dropping the job drops its mark.
             Err(mpsc::error::TrySendError::Full(_)) => Scheduled::QueueFull,
-            Err(mpsc::error::TrySendError::Closed(_)) => Scheduled::Closed,
+            // The dispatcher is gone while the cache is not shut down: the runtime it ran
+            // on has shut down. Start it again on the current one, if any, rather than
+            // leave every later stale hit without a refresh.
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return Scheduled::NoRuntime;
+                };
+                *dispatcher =
+                    Dispatcher::start(self.queue_capacity, self.workers, &self.shutdown, |d| {
+                        runtime.spawn(d);
+                    });
+                match dispatcher.tx.try_send(job) {
+                    Ok(()) => Scheduled::Restarted,
+                    Err(_) => Scheduled::QueueFull,
+                }
+            }
         }
     }
 
@@ -161,14 +196,44 @@ impl Scheduler {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Stops taking refreshes, drops the queued ones and waits for the running ones.
-    /// Idempotent; concurrent callers all wait.
+    /// Stops taking refreshes, drops the queued ones and waits for the running ones, at
+    /// most `shutdown_bound`. Idempotent; concurrent callers all wait.
     pub(crate) async fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
         self.shutdown.send_replace(true);
-        let mut done = self.done.clone();
+        let mut done = lock(&self.dispatcher).done.clone();
         // An error means the dispatcher is gone (its runtime shut down): nothing runs.
-        let _ = done.wait_for(|d| *d).await;
+        let wait = done.wait_for(|d| *d);
+        match self.shutdown_bound {
+            Some(bound) if tokio::runtime::Handle::try_current().is_ok() => {
+                if tokio::time::timeout(bound, wait).await.is_err() {
+                    crate::events::shutdown_gave_up(bound);
+                }
+            }
+            _ => {
+                let _ = wait.await;
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Starts a dispatcher with `spawn`, stopped by `shutdown`.
+    fn start(
+        queue_capacity: usize,
+        workers: u32,
+        shutdown: &watch::Sender<bool>,
+        spawn: impl FnOnce(BoxFuture<'static, ()>),
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(queue_capacity);
+        let (done_tx, done) = watch::channel(false);
+        spawn(Box::pin(dispatch(
+            rx,
+            workers,
+            shutdown.subscribe(),
+            done_tx,
+        )));
+        Self { tx, done }
     }
 }
 
