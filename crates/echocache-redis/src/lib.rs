@@ -8,11 +8,13 @@
 //!
 //! # Examples
 //!
+//! [`RedisStore::connect`] builds a fred client with safe defaults (timeouts, reconnection
+//! for ever, start while Redis is down) and makes the store:
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use echocache_core::EchoCache;
 //! use echocache_redis::RedisStore;
-//! use echocache_redis::fred::prelude::*;
 //!
 //! #[derive(Clone, serde::Serialize, serde::Deserialize)]
 //! struct User {
@@ -21,13 +23,8 @@
 //!
 //! # async fn load_user(id: &str) -> Result<User, std::io::Error> { Ok(User { name: id.into() }) }
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = Builder::from_config(Config::from_url("redis://127.0.0.1:6379")?)
-//!     .with_performance_config(|c| c.default_command_timeout = Duration::from_millis(500))
-//!     .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-//!     .build()?;
-//! client.init().await?;
-//!
-//! let store = RedisStore::new(client, "myapp:users", Duration::from_secs(3600))?;
+//! // Returns even while Redis is down: the store is used as soon as Redis answers.
+//! let store = RedisStore::connect("redis://127.0.0.1:6379", "myapp:users", Duration::from_secs(3600)).await?;
 //! let cache = EchoCache::new(store);
 //!
 //! // Concurrent misses of "42", in this process, run `load_user` once; the value is then
@@ -36,6 +33,10 @@
 //! println!("{}", user.name);
 //! # Ok(()) }
 //! ```
+//!
+//! For a client of your own (a pool, TLS certificates, other timeouts, the
+//! [Go-compatible](#go-interop) stores), use [`RedisStore::new`]: see
+//! [Your own fred client](#your-own-fred-client).
 //!
 //! # Key layout
 //!
@@ -54,54 +55,73 @@
 //! # Resilience
 //!
 //! A cache outage must not become an application outage: the caches treat a failing store
-//! as a miss (counted in `stats().store_errors`) and still return the loaded value. Two
-//! settings of the fred client make that true in practice:
+//! as a miss (counted in `stats().store_errors`) and still return the loaded value. For
+//! that to be cheap, a store call must fail quickly while Redis is down or slow, and the
+//! store must work again by itself once Redis is back:
 //!
-//! - **A reconnect policy**, so that after Redis restarts (or fails over) the client
-//!   reconnects by itself and the store works again with no action from you. Without one,
-//!   fred gives up on the first broken connection and every later command fails.
-//! - **A command timeout**, so that a dead or unreachable server gives an error quickly
-//!   instead of a caller waiting for the reconnection.
-//! - **`fail_fast: false`** in the [`Config`](fred::types::config::Config), if the
-//!   process should start while Redis is down: with the default, a first connection that
-//!   fails is never retried.
+//! - **While the client is not connected** (Redis down, unreachable, restarting), every
+//!   store call fails at once: the store sends its commands with fred's per-command
+//!   `fail_fast`, whatever the client's settings. fred would otherwise keep them in its
+//!   buffer until it reconnects, and a write the caller gave up on (the caches give up on
+//!   a slow store call) would land later, over a value written meanwhile.
+//! - **While Redis is stalled** (connected, not answering), a call waits for its reply up
+//!   to the client's command timeout; the caches cut it short with their own store timeout.
+//! - **Reconnection** follows the client's reconnect policy.
+//!
+//! [`RedisStore::connect`] sets the client up for all of this (its docs list the settings).
+//!
+//! # Your own fred client
+//!
+//! [`RedisStore::new`] (and the [Go-compatible](#go-interop) constructors) take a fred
+//! [`Client`](fred::clients::Client) or [`Pool`](fred::clients::Pool) you build, for what
+//! `connect` does not cover: a pool, TLS certificates, Sentinel credentials, other
+//! timeouts, one client shared by several stores. These settings matter:
+//!
+//! - **A command timeout** (`default_command_timeout`): without one, a command sent to a
+//!   stalled server waits for ever (fred's default is no timeout). The caches bound their
+//!   calls themselves; the timeout is the second line, for everything else.
+//! - **A reconnect policy that retries for ever**, with a short maximum delay: without a
+//!   policy, fred gives up on the first broken connection and every later command fails;
+//!   with a long maximum delay, Redis is used again only that long after it is back.
+//! - **`fail_fast: false`** in the [`Config`](fred::types::config::Config), and
+//!   `client.connect()` rather than `client.init().await?`, if the process must start
+//!   while Redis is down: fred's default gives up on a first connection that fails, for
+//!   good, and `init` returns that error.
 //!
 //! ```no_run
 //! use std::time::Duration;
+//! use echocache_redis::RedisStore;
 //! use echocache_redis::fred::prelude::*;
 //!
-//! # #[tokio::main] async fn main() -> Result<(), Error> {
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = Config {
-//!     // The first connection follows the reconnect policy too, so that the process can
-//!     // start while Redis is down (the default, `true`, gives up at once for good).
+//!     // The first connection follows the reconnect policy too.
 //!     fail_fast: false,
 //!     ..Config::from_url("redis://127.0.0.1:6379")?
 //! };
-//! let client = Builder::from_config(config)
+//! let pool = Builder::from_config(config)
+//!     .with_performance_config(|c| c.default_command_timeout = Duration::from_secs(2))
 //!     .with_connection_config(|c| {
-//!         // A TCP connect (or TLS handshake) that hangs gives up after this.
+//!         // A TCP connect (or TLS handshake) that hangs is given up after this.
 //!         c.connection_timeout = Duration::from_secs(2);
 //!         c.internal_command_timeout = Duration::from_secs(2);
-//!         // A command caught by a broken connection is retried once on the new one.
-//!         c.max_command_attempts = 2;
 //!     })
-//!     .with_performance_config(|c| {
-//!         // Every command fails after this, connected or not: a dead server is an error.
-//!         c.default_command_timeout = Duration::from_millis(500);
-//!     })
-//!     // Reconnect for ever (0 = no limit), waiting 100 ms, 200 ms, 400 ms ... up to 5 s.
-//!     .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-//!     .build()?;
-//! // Start the connection task without waiting for it: until Redis answers, commands fail
-//! // after the command timeout and the caches load from the source. (`client.init()`
-//! // would wait for the first connection instead.)
-//! let _connection = client.connect();
+//!     // Reconnect for ever (0 = no limit), waiting 100 ms, 200 ms, 400 ms ... up to 2 s.
+//!     .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+//!     .build_pool(4)?;
+//! // Start the connection tasks without waiting for them (`init` would wait, and fail
+//! // while Redis is down): until Redis answers, store calls fail at once and the caches
+//! // load from the source.
+//! let _connection = pool.connect();
+//!
+//! let users = RedisStore::<String>::new(&pool, "myapp:users", Duration::from_secs(3600))?;
+//! let pages = RedisStore::<Vec<u8>>::new(&pool, "myapp:pages", Duration::from_secs(60))?;
+//! # drop((users, pages));
 //! # Ok(()) }
 //! ```
 //!
-//! A [`Pool`](fred::clients::Pool) is built the same way with `build_pool(n)`. Errors from
-//! fred are mapped to [`StoreError`](echocache_core::StoreError)s at the store's boundary
-//! (backend errors; bytes that cannot be decoded are decode errors).
+//! Errors from fred are mapped to [`StoreError`](echocache_core::StoreError)s at the
+//! store's boundary (backend errors; bytes that cannot be decoded are decode errors).
 //!
 //! # Go interop
 //!
@@ -187,10 +207,13 @@
 //!
 //! # async fn fetch_weather(city: &str) -> Result<Weather, std::io::Error> { unimplemented!() }
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = Builder::from_config(Config::from_url("redis://127.0.0.1:6379")?)
-//!     .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+//! // A client of your own, as in "Your own fred client" above.
+//! let config = Config { fail_fast: false, ..Config::from_url("redis://127.0.0.1:6379")? };
+//! let client = Builder::from_config(config)
+//!     .with_performance_config(|c| c.default_command_timeout = Duration::from_secs(2))
+//!     .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
 //!     .build()?;
-//! client.init().await?;
+//! let _connection = client.connect();
 //!
 //! // Go: store.NewStaleWhileRevalidateRedisCache[Weather](rdb, "weather", 24*time.Hour)
 //! let store: RedisStore<Weather, Json> =
@@ -208,12 +231,14 @@
 //! This crate has none; fred's own features (TLS, Sentinel, …) can be enabled by adding
 //! `fred` to your own `Cargo.toml` with the same major version.
 
+mod connect;
 mod go_json;
 mod go_time;
 mod keys;
 mod lock;
 mod store;
 
+pub use connect::ConnectError;
 pub use echocache_core::codec::{Codec, DEFAULT_MAX_VALUE_BYTES, Json, MessagePack};
 /// The fred crate this store is built on, re-exported so that your client comes from the
 /// same version.

@@ -11,10 +11,11 @@
 use std::time::Duration;
 
 use echocache_core::LockToken;
-use fred::clients::Client;
 use fred::error::Error as FredError;
 use fred::interfaces::{KeysInterface, LuaInterface};
 use fred::types::{Expiration, SetOptions, Value};
+
+use crate::store::Commands;
 
 /// The largest TTL sent with `PX`, in milliseconds (about 146 million years): Redis
 /// refuses an expiry whose absolute time overflows a signed 64-bit millisecond count.
@@ -46,7 +47,7 @@ impl Script {
     /// Runs the script on one key and returns its integer reply.
     pub(crate) async fn run(
         &self,
-        client: &Client,
+        client: &Commands,
         key: String,
         args: Vec<Value>,
     ) -> Result<i64, FredError> {
@@ -91,7 +92,7 @@ pub(crate) fn go_expiration(ttl: Duration) -> Expiration {
 /// when the lock is held. The token is stored as a plain string, as the Go echocache
 /// stores its own.
 pub(crate) async fn try_lock(
-    client: &Client,
+    client: &Commands,
     lock_key: String,
     expiry: Expiration,
 ) -> Result<Option<LockToken>, FredError> {
@@ -112,7 +113,7 @@ pub(crate) async fn try_lock(
 /// Deletes the lock if `token` still owns it; a lock that expired or changed owner is left
 /// alone.
 pub(crate) async fn unlock(
-    client: &Client,
+    client: &Commands,
     lock_key: String,
     token: &LockToken,
 ) -> Result<(), FredError> {
@@ -124,7 +125,7 @@ pub(crate) async fn unlock(
 
 /// Resets the lock's TTL to `ttl` if `token` still owns it; `false` when it does not.
 pub(crate) async fn extend(
-    client: &Client,
+    client: &Commands,
     lock_key: String,
     token: &LockToken,
     ttl: Duration,
@@ -185,6 +186,7 @@ mod tests {
     #[tokio::test]
     #[ignore = "needs Redis: cargo xtask test"]
     async fn script_hashes_match_the_server() {
+        use fred::clients::Client;
         use fred::interfaces::ClientLike;
         use fred::types::config::Config;
 

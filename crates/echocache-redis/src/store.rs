@@ -9,9 +9,10 @@ use echocache_core::codec::{Codec, DEFAULT_MAX_VALUE_BYTES, Json, MessagePack};
 use echocache_core::codec::{decode_entry, encode_entry};
 use echocache_core::{BuildError, Entry, LockToken, Store, StoreError};
 use fred::bytes::Bytes;
-use fred::clients::{Client, Pool};
+use fred::clients::{Client, Pool, WithOptions};
 use fred::error::Error as FredError;
 use fred::interfaces::{ClientLike, KeysInterface};
+use fred::types::config::Options;
 use fred::types::{Expiration, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,13 +37,26 @@ pub enum RedisConnection {
     Pool(Pool),
 }
 
+/// A client whose commands carry the store's per-command options (see
+/// [`RedisConnection::commands`]).
+pub(crate) type Commands = WithOptions<Client>;
+
 impl RedisConnection {
-    /// The client for the next command: for a pool, the next connected client in turn.
-    fn client(&self) -> &Client {
-        match self {
+    /// The client for the next command (for a pool, the next connected client in turn),
+    /// with fred's per-command `fail_fast`: while the client is not connected, a command
+    /// fails at once instead of waiting in fred's buffer for the reconnection. A buffered
+    /// write that its caller gave up on (as the caches give up on a slow store call) would
+    /// otherwise land whenever the client reconnects, over what others wrote meanwhile; and
+    /// every call would wait out the command timeout while Redis is down.
+    fn commands(&self) -> Commands {
+        let client = match self {
             RedisConnection::Client(client) => client,
             RedisConnection::Pool(pool) => pool.next_connected(),
-        }
+        };
+        client.with_options(&Options {
+            fail_fast: true,
+            ..Options::default()
+        })
     }
 
     /// Whether the client (or, for a pool, at least one client) is connected now.
@@ -165,20 +179,18 @@ enum Format {
 /// ```no_run
 /// use std::time::Duration;
 /// use echocache_redis::{Json, RedisStore};
-/// use fred::prelude::*;
 ///
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let client = Builder::from_config(Config::from_url("redis://127.0.0.1:6379")?)
-///     .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-///     .build()?;
-/// client.init().await?;
-///
-/// let store: RedisStore<Vec<u32>, Json> = RedisStore::new(client, "myapp", Duration::from_secs(600))?
-///     .codec(Json)
-///     .max_value_bytes(1024 * 1024);
+/// let store: RedisStore<Vec<u32>, Json> =
+///     RedisStore::connect("redis://127.0.0.1:6379", "myapp", Duration::from_secs(600))
+///         .await?
+///         .codec(Json)
+///         .max_value_bytes(1024 * 1024);
 /// assert_eq!(store.data_key("answer"), "myapp:v:answer");
 /// # Ok(()) }
 /// ```
+///
+/// Over a client of your own: [`RedisStore::new`].
 pub struct RedisStore<V, C = MessagePack> {
     conn: RedisConnection,
     keys: KeySpace,
@@ -208,12 +220,21 @@ fn ttl_millis(ttl: Duration) -> Result<i64, BuildError> {
 }
 
 impl<V> RedisStore<V, MessagePack> {
-    /// Makes a store that keeps entries under `prefix` for `ttl` after their last write,
-    /// encoded with [`MessagePack`].
+    /// Makes a store over your own fred client that keeps entries under `prefix` for `ttl`
+    /// after their last write, encoded with [`MessagePack`].
     ///
-    /// `client` is a fred [`Client`] or [`Pool`] (or a reference to one). Connect it
-    /// yourself (`client.init().await?`) with a reconnect policy and a command timeout: see
-    /// the [crate docs](crate#resilience) for why and how.
+    /// [`RedisStore::connect`] builds and connects a client with safe defaults: use it
+    /// unless you need a client of your own (a pool, TLS certificates, other timeouts, one
+    /// client for several stores). `client` is a fred [`Client`] or [`Pool`] (or a
+    /// reference to one); start it yourself. Give it a command timeout, a reconnect policy
+    /// that retries for ever, and `fail_fast: false` (started with `client.connect()`) if
+    /// the process must start while Redis is down: see
+    /// [Your own fred client](crate#your-own-fred-client) for why and how.
+    ///
+    /// Whatever the client's settings, the store sends its commands with fred's
+    /// per-command `fail_fast`: while the client is not connected, a call fails at once
+    /// instead of waiting in fred's buffer for the reconnection (where a write its caller
+    /// gave up on could land later, over a newer value).
     ///
     /// # Errors
     ///
@@ -275,10 +296,14 @@ impl<V> RedisStore<V, Json> {
     /// }
     ///
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let client = Builder::from_config(Config::from_url("redis://127.0.0.1:6379")?)
-    ///     .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-    ///     .build()?;
-    /// client.init().await?;
+    /// // `client`: a fred client of your own, set up as in the crate docs
+    /// // ("Your own fred client": command timeout, reconnect policy, fail_fast false).
+    /// # let config = Config { fail_fast: false, ..Config::from_url("redis://127.0.0.1:6379")? };
+    /// # let client = Builder::from_config(config)
+    /// #     .with_performance_config(|c| c.default_command_timeout = Duration::from_secs(2))
+    /// #     .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+    /// #     .build()?;
+    /// # let _connection = client.connect();
     ///
     /// // The prefix and TTL the Go services pass to NewStaleWhileRevalidateRedisCache.
     /// let store: RedisStore<Profile, Json> =
@@ -329,8 +354,14 @@ impl<V> RedisStore<V, Json> {
     /// use echocache_redis::fred::prelude::*;
     ///
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let client = Builder::from_config(Config::from_url("redis://127.0.0.1:6379")?).build()?;
-    /// client.init().await?;
+    /// // `client`: a fred client of your own, set up as in the crate docs
+    /// // ("Your own fred client": command timeout, reconnect policy, fail_fast false).
+    /// # let config = Config { fail_fast: false, ..Config::from_url("redis://127.0.0.1:6379")? };
+    /// # let client = Builder::from_config(config)
+    /// #     .with_performance_config(|c| c.default_command_timeout = Duration::from_secs(2))
+    /// #     .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+    /// #     .build()?;
+    /// # let _connection = client.connect();
     /// let store: RedisStore<String, Json> =
     ///     RedisStore::go_echocache_compatible_plain(client, "greetings", Duration::from_secs(3600))?;
     /// let cache = EchoCache::new(store);
@@ -498,7 +529,7 @@ impl<V, C> RedisStore<V, C> {
         if self.format == Format::GoPlain {
             return Err(StoreError::backend_msg(GO_PLAIN_NO_LOCK));
         }
-        lock::extend(self.conn.client(), self.keys.lock_key(key), token, ttl)
+        lock::extend(&self.conn.commands(), self.keys.lock_key(key), token, ttl)
             .await
             .map_err(backend("EVALSHA (extend lock)"))
     }
@@ -573,7 +604,7 @@ where
         let end = self.max_value_bytes.min(i64::MAX as usize);
         let bytes: Option<Bytes> = self
             .conn
-            .client()
+            .commands()
             .getrange(self.keys.data_key(key), 0, end)
             .await
             .map_err(backend("GETRANGE"))?;
@@ -586,7 +617,7 @@ where
     async fn set(&self, key: &str, entry: &Entry<V>) -> Result<(), StoreError> {
         let bytes = self.encode(entry)?;
         self.conn
-            .client()
+            .commands()
             .set::<(), _, _>(
                 self.keys.data_key(key),
                 Value::Bytes(Bytes::from(bytes)),
@@ -600,7 +631,7 @@ where
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
         self.conn
-            .client()
+            .commands()
             .del::<(), _>(self.keys.data_key(key))
             .await
             .map_err(backend("DEL"))
@@ -611,7 +642,7 @@ where
             return Err(StoreError::backend_msg(GO_PLAIN_NO_LOCK));
         }
         let expiry = self.lock_expiration(ttl);
-        lock::try_lock(self.conn.client(), self.keys.lock_key(key), expiry)
+        lock::try_lock(&self.conn.commands(), self.keys.lock_key(key), expiry)
             .await
             .map_err(backend("SET NX (lock)"))
     }
@@ -621,7 +652,7 @@ where
             // No lock was ever taken through this store: nothing to release.
             return Ok(());
         }
-        lock::unlock(self.conn.client(), self.keys.lock_key(key), token)
+        lock::unlock(&self.conn.commands(), self.keys.lock_key(key), token)
             .await
             .map_err(backend("EVALSHA (unlock)"))
     }

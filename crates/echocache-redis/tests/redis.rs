@@ -755,3 +755,191 @@ async fn two_lazy_caches_sharing_redis_refresh_a_stale_key_once() {
     b.shutdown().await;
     ns.cleanup().await;
 }
+
+/// Panics with a clear message when `redis-server` is not on the PATH.
+fn require_redis_server() {
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!(
+            "this test starts and kills its own Redis: it needs the redis-server binary \
+             (Debian/Ubuntu: apt-get install redis-server)"
+        );
+    }
+}
+
+/// Quits the client a store made by `connect` owns, bounded.
+async fn quit(store: &RedisStore<String>) {
+    if let echocache_redis::RedisConnection::Client(client) = store.connection() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.quit()).await;
+    }
+}
+
+/// A service that starts while its Redis is down: `connect` returns at once, calls fail
+/// (bounded) meanwhile, and the store is used as soon as Redis is up, with no user action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn connect_starts_while_redis_is_down_and_uses_it_once_up() {
+    require_redis_server();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+
+    let started = tokio::time::Instant::now();
+    let store = tokio::time::timeout(
+        Duration::from_secs(1),
+        RedisStore::<String>::connect(&url, "echocache-test-connect-late", TTL),
+    )
+    .await
+    .expect("connect returns within 1 s while Redis is down")
+    .expect("a server that is down is no error");
+    eprintln!("connect while down: {:?}", started.elapsed());
+    assert!(!store.connection().is_connected());
+
+    for _ in 0..3 {
+        let started = tokio::time::Instant::now();
+        let got = tokio::time::timeout(Duration::from_secs(5), store.get("k"))
+            .await
+            .expect("a get while Redis is down does not hang");
+        let took = started.elapsed();
+        eprintln!("get while down: {took:?} -> {got:?}");
+        assert!(got.is_err(), "no server: an error");
+        // Not buffered until the reconnection: no wait for the 2 s command timeout.
+        assert!(took < Duration::from_secs(1), "fails at once: {took:?}");
+    }
+
+    let server = OwnServer::start(port).expect("start redis-server");
+    let up = tokio::time::Instant::now();
+    let mut used = None;
+    while up.elapsed() < Duration::from_secs(5) {
+        if store.set("k", &entry("late")).await.is_ok()
+            && let Ok(Some(got)) = store.get("k").await
+        {
+            assert_eq!(got.value, "late");
+            used = Some(up.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let used = used.expect("the store is used within 5 s of Redis coming up");
+    eprintln!("store used {used:?} after Redis came up");
+    quit(&store).await;
+    server.stop();
+}
+
+/// A write its caller gave up on while Redis was down (as the caches give up on a store
+/// call after their store timeout) must not land once Redis is back, over what others
+/// wrote meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn a_write_given_up_on_while_down_never_lands_later() {
+    require_redis_server();
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let store = RedisStore::<String>::connect(&url, "echocache-test-abandoned", TTL)
+        .await
+        .unwrap();
+    // Given up on after 250 ms, while nothing listens.
+    let given_up =
+        tokio::time::timeout(Duration::from_millis(250), store.set("k", &entry("old"))).await;
+    assert!(
+        matches!(given_up, Err(_) | Ok(Err(_))),
+        "no server: {given_up:?}"
+    );
+
+    let server = OwnServer::start(port).expect("start redis-server");
+    // Another process writes the newer value as soon as Redis is up.
+    let other = builder(&url, Duration::from_secs(2), false)
+        .build()
+        .unwrap();
+    other.init().await.expect("connect");
+    let newer: RedisStore<String> =
+        RedisStore::new(&other, "echocache-test-abandoned", TTL).unwrap();
+    newer.set("k", &entry("new")).await.unwrap();
+
+    // This store reconnects by itself ...
+    let up = tokio::time::Instant::now();
+    while !store.connection().is_connected() {
+        assert!(up.elapsed() < Duration::from_secs(5), "reconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and (give a replayed command time to land) the newer value stays.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = newer.get("k").await.unwrap().map(|e| e.value);
+    assert_eq!(
+        got.as_deref(),
+        Some("new"),
+        "the abandoned write landed later"
+    );
+    let _ = other.quit().await;
+    quit(&store).await;
+    server.stop();
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to the server process.
+fn signal(server: &OwnServer, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// A stalled server (SIGSTOP: sockets open, no replies). While commands keep coming, each
+/// waits out the command timeout (2 s; the caches bound their calls tighter). Once no
+/// command was written for the unresponsive limit (4 s; e.g. while the caches' circuit
+/// breaker skips the store), the connection is dropped and calls fail at once. After
+/// SIGCONT the store works again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Redis: cargo xtask test"]
+async fn connect_survives_a_stalled_server() {
+    require_redis_server();
+    let port = free_port();
+    let server = OwnServer::start(port).expect("start redis-server");
+    let url = format!("redis://127.0.0.1:{port}");
+    let store = RedisStore::<String>::connect(&url, "echocache-test-stall", TTL)
+        .await
+        .unwrap();
+    assert!(store.connection().is_connected());
+    store.set("k", &entry("before")).await.unwrap();
+
+    signal(&server, "STOP");
+    let timed_get = || async {
+        let started = tokio::time::Instant::now();
+        let got = tokio::time::timeout(Duration::from_secs(5), store.get("k"))
+            .await
+            .expect("a get from a stalled server is bounded by the command timeout");
+        assert!(got.is_err(), "{got:?}");
+        started.elapsed()
+    };
+    let under_traffic = [timed_get().await, timed_get().await];
+    eprintln!("stalled, under traffic: get took {under_traffic:?}");
+    // Idle past the unresponsive limit (4 s since the last write, checked every second).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut after_idle = Vec::new();
+    for _ in 0..5 {
+        after_idle.push(timed_get().await);
+    }
+    eprintln!("stalled, after 6 s idle: get took {after_idle:?}");
+    assert!(
+        after_idle.iter().all(|took| *took < Duration::from_secs(1)),
+        "the unresponsive connection was dropped: calls fail at once ({after_idle:?})"
+    );
+
+    signal(&server, "CONT");
+    let resumed = tokio::time::Instant::now();
+    let mut used = None;
+    while resumed.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(got)) = store.get("k").await {
+            assert_eq!(got.value, "before");
+            used = Some(resumed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let used = used.expect("the store is used again within 5 s of SIGCONT");
+    eprintln!("store used {used:?} after SIGCONT");
+    quit(&store).await;
+    server.stop();
+}
