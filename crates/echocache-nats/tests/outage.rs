@@ -1,0 +1,49 @@
+//! A stalled NATS (SIGSTOP: sockets open, nothing answers) under an async-nats client at
+//! its defaults (5 s JetStream request timeout) costs a fetch almost nothing, and the
+//! store is used again on its own after SIGCONT; read-your-writes across two clients. The
+//! scenarios are `echocache_testkit::outage`'s, shared with the Redis store. Each test runs
+//! its own `nats-server -js` on a free loopback port, never the shared one; ignored by
+//! `cargo test`, run by `cargo xtask test`.
+
+use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
+use echocache_testkit::{OwnServer, outage};
+
+/// A store over a new async-nats client at its defaults, on the server's `cache` bucket.
+async fn store(server: &OwnServer, prefix: &str) -> NatsStore<String> {
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("connect to the test's own nats");
+    let js = async_nats::jetstream::new(client);
+    let kv = open_or_create_bucket(&js, "cache", &BucketOptions::new())
+        .await
+        .expect("bucket");
+    NatsStore::new(kv, prefix).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn a_stalled_nats_costs_a_fetch_the_loader_and_recovers_on_its_own() {
+    let server = OwnServer::nats();
+    outage::a_stall_costs_a_fetch_the_loader_and_recovers_on_its_own(&server, |p| {
+        store(&server, p)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn after_fetch_returns_this_cache_and_other_processes_see_the_value() {
+    let server = OwnServer::nats();
+    outage::after_fetch_returns_this_cache_and_other_processes_see_the_value(|p| store(&server, p))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn a_refresh_and_shutdown_are_bounded_while_nats_stalls() {
+    let server = OwnServer::nats();
+    outage::a_refresh_and_shutdown_are_bounded_while_the_store_stalls(&server, |p| {
+        store(&server, p)
+    })
+    .await;
+}

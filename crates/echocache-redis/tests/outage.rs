@@ -1,0 +1,53 @@
+//! A stalled Redis (SIGSTOP: sockets open, nothing answers) under a fred client at its
+//! defaults (no command timeout) costs a fetch almost nothing, and the store is used
+//! again on its own after SIGCONT; read-your-writes across two clients. The scenarios are
+//! `echocache_testkit::outage`'s, shared with the NATS store. Each test runs its own
+//! `redis-server` on a free loopback port, never the shared one; ignored by `cargo test`,
+//! run by `cargo xtask test`.
+
+use std::time::Duration;
+
+use echocache_redis::RedisStore;
+use echocache_redis::fred::prelude::*;
+use echocache_testkit::{OwnServer, outage};
+
+/// A store over a new fred client at its defaults (no command timeout): the user's own
+/// setup at its worst.
+async fn store(server: &OwnServer, prefix: &str) -> RedisStore<String> {
+    let client = Builder::from_config(Config::from_url(&server.url()).unwrap())
+        .build()
+        .unwrap();
+    client
+        .init()
+        .await
+        .expect("connect to the test's own redis");
+    RedisStore::new(client, prefix, Duration::from_secs(60)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn a_stalled_redis_costs_a_fetch_the_loader_and_recovers_on_its_own() {
+    let server = OwnServer::redis();
+    outage::a_stall_costs_a_fetch_the_loader_and_recovers_on_its_own(&server, |p| {
+        store(&server, p)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn after_fetch_returns_this_cache_and_other_processes_see_the_value() {
+    let server = OwnServer::redis();
+    outage::after_fetch_returns_this_cache_and_other_processes_see_the_value(|p| store(&server, p))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn a_refresh_and_shutdown_are_bounded_while_redis_stalls() {
+    let server = OwnServer::redis();
+    outage::a_refresh_and_shutdown_are_bounded_while_the_store_stalls(&server, |p| {
+        store(&server, p)
+    })
+    .await;
+}
