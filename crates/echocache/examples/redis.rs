@@ -9,26 +9,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use echocache::fred::prelude::*;
-use echocache::store::RedisStore;
+use echocache::store::{RedisConnection, RedisStore};
 use echocache::{EchoCache, LazyEchoCache};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url =
         std::env::var("ECHOCACHE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    // A client that reconnects after a restart and whose commands time out instead of
-    // hanging while Redis is down (see the echocache-redis docs).
-    let mut builder = Builder::from_config(Config::from_url(&url)?);
-    builder
-        .with_performance_config(|c| c.default_command_timeout = Duration::from_secs(2))
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
-    let client = builder.build()?;
-    client.init().await?;
-    println!("connected to {url}");
-
     let prefix = format!("echocache-example-{}", std::process::id());
     let ttl = Duration::from_secs(60);
-    let cache = EchoCache::new(RedisStore::<String>::new(&client, &prefix, ttl)?);
+    // A fred client with safe defaults: it starts while Redis is down, reconnects for ever,
+    // and its commands fail at once instead of waiting while Redis is unreachable.
+    let store = RedisStore::<String>::connect(&url, &prefix, ttl).await?;
+    println!(
+        "{url}: {}",
+        if store.connection().is_connected() {
+            "connected"
+        } else {
+            "not reachable yet (the cache loads from the source meanwhile)"
+        }
+    );
+    let cache = EchoCache::new(store);
 
     let loads = Arc::new(AtomicUsize::new(0));
     let slow_query = |loads: Arc<AtomicUsize>| {
@@ -50,9 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // Two instances of a service, each with its own client, share the entry.
-    let other = client.clone_new();
-    other.init().await?;
-    let second = LazyEchoCache::builder(RedisStore::<String>::new(&other, &prefix, ttl)?)
+    let second = LazyEchoCache::builder(RedisStore::<String>::connect(&url, &prefix, ttl).await?)
         .refresh_after(Duration::from_secs(30))
         .build()?;
     let t = Instant::now();
@@ -66,7 +65,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     second.shutdown().await;
     cache.invalidate("user:42").await?;
-    other.quit().await?;
-    client.quit().await?;
+    // The clients `connect` made are the stores': close them.
+    for connection in [cache.store().connection(), second.store().connection()] {
+        if let RedisConnection::Client(client) = connection {
+            client.quit().await?;
+        }
+    }
     Ok(())
 }
