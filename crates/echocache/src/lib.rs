@@ -57,7 +57,8 @@
 //! | `full` | no | all of the above |
 
 pub use echocache_core::{
-    BuildError, Clock, DEFAULT_LOAD_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER,
+    BuildError, CLOCK_SKEW_ALLOWANCE, Clock, DEFAULT_BREAKER_COOL_DOWN, DEFAULT_BREAKER_THRESHOLD,
+    DEFAULT_LOAD_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER, DEFAULT_STORE_TIMEOUT,
     DEFAULT_WORKERS, EchoCache, EchoCacheBuilder, Entry, Error, LazyEchoCache,
     LazyEchoCacheBuilder, LockToken, ManualClock, Stats, Store, StoreError,
 };
@@ -92,7 +93,7 @@ pub mod store {
 
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub use echocache_redis::{RedisConnection, RedisStore};
+    pub use echocache_redis::{ConnectError, RedisConnection, RedisStore};
 
     #[cfg(feature = "nats")]
     #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
