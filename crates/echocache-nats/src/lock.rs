@@ -13,6 +13,9 @@
 //! - **Release** ([`unlock`]): read the lock; when it still holds our token, purge it
 //!   expecting the revision read. A lock that is absent, released, or taken over by
 //!   another owner is left alone and the release is `Ok` (Go bug 22).
+//! - **Extend** ([`extend`]): read the lock; when it is a live lock holding our token,
+//!   write the same token with the new deadline expecting the revision read. One attempt:
+//!   only the owner writes a live lock, so a changed revision means it is no longer ours.
 //!
 //! Both loops are bounded by [`MAX_ATTEMPTS`] and never recurse (Go bug 23). Deadlines
 //! compare wall clocks of different processes: keep the hosts' clocks in sync (NTP), as
@@ -156,6 +159,43 @@ pub(crate) async fn unlock(
     }
     // The lock kept changing under us, so it was no longer ours each time we looked.
     Ok(())
+}
+
+/// Moves the deadline of the lock at `lock_key` to `ttl` from now if `token` still owns
+/// it and it has not expired; returns whether it did.
+///
+/// An expired lock is not revived even when it still holds `token`: another process may
+/// already have read it as free, and its takeover must not be undone.
+pub(crate) async fn extend(
+    kv: &kv::Store,
+    lock_key: &str,
+    token: &LockToken,
+    ttl: Duration,
+) -> Result<bool, StoreError> {
+    let Some(entry) = kv.entry(lock_key).await.map_err(StoreError::backend)? else {
+        return Ok(false);
+    };
+    if entry.operation != Operation::Put {
+        // Released.
+        return Ok(false);
+    }
+    let now_ms = millis_since_epoch(SystemTime::now());
+    match LockRecord::parse(&entry.value) {
+        Some(record) if record.token == token.as_str() && !record.is_expired(now_ms) => {}
+        // Another owner's, expired, or malformed.
+        _ => return Ok(false),
+    }
+    let payload = LockRecord {
+        deadline_ms: now_ms.saturating_add(ceil_millis(ttl)),
+        token: token.as_str().to_owned(),
+    }
+    .to_payload();
+    match kv.update(lock_key, payload.into(), entry.revision).await {
+        Ok(_) => Ok(true),
+        // Changed since we read it: released or taken over, so no longer ours.
+        Err(err) if is_wrong_revision(&err) => Ok(false),
+        Err(err) => Err(StoreError::backend(err)),
+    }
 }
 
 #[cfg(test)]

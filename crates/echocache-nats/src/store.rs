@@ -35,7 +35,8 @@ use crate::lock;
 /// - **Lock.** `try_lock` creates the lock key holding a random token and a deadline; an
 ///   expired lock (a crashed holder) is taken over with a revision-checked update;
 ///   `unlock` purges the key only when it still holds the caller's token, checked by
-///   revision. Both retry at most three times.
+///   revision. Both retry at most three times. `extend_lock` moves the deadline of a live
+///   lock that still holds the caller's token, by a revision-checked update.
 ///
 /// # Examples
 ///
@@ -403,6 +404,15 @@ where
 
     async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
         lock::unlock(&self.kv, &self.keys.lock_key(key), token).await
+    }
+
+    async fn extend_lock(
+        &self,
+        key: &str,
+        token: &LockToken,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        lock::extend(&self.kv, &self.keys.lock_key(key), token, ttl).await
     }
 }
 

@@ -382,6 +382,99 @@ async fn releasing_an_absent_lock_is_ok() {
     .await;
 }
 
+/// The deadline (milliseconds since the epoch) of the lock `key` holds, read raw.
+async fn lock_deadline_ms(kv: &kv::Store, lock_key: String) -> u64 {
+    let raw = kv.get(lock_key).await.unwrap().expect("a lock");
+    let payload = String::from_utf8(raw.to_vec()).unwrap();
+    payload.split_once('|').unwrap().0.parse().unwrap()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+#[ignore = "needs NATS: cargo xtask test"]
+async fn extend_lock_moves_the_deadline_of_our_live_lock_only() {
+    with_bucket("lock-extend", |_, kv| async move {
+        let store: NatsStore<String> = NatsStore::new(kv.clone(), "ext").unwrap();
+        let token = store
+            .try_lock("k", Duration::from_secs(2))
+            .await
+            .unwrap()
+            .unwrap();
+        let before = lock_deadline_ms(&kv, store.lock_key("k")).await;
+        assert!(before <= now_ms() + 2_000, "{before}");
+
+        // The owner extends: the deadline moves to about 60 s from now.
+        assert!(
+            store
+                .extend_lock("k", &token, Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        let after = lock_deadline_ms(&kv, store.lock_key("k")).await;
+        assert!(after >= now_ms() + 50_000, "{before} -> {after}");
+        let raw = kv.get(store.lock_key("k")).await.unwrap().unwrap();
+        assert!(raw.ends_with(format!("|{}", token.as_str()).as_bytes()));
+        // Still held, by the same owner, past the first deadline's reach.
+        assert!(
+            store
+                .try_lock("k", Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // Another token changes nothing.
+        let other = LockToken::new("someone-else");
+        assert!(
+            !store
+                .extend_lock("k", &other, Duration::from_secs(600))
+                .await
+                .unwrap()
+        );
+        assert_eq!(lock_deadline_ms(&kv, store.lock_key("k")).await, after);
+
+        // After the release, nothing to extend, and nothing is written.
+        store.unlock("k", &token).await.unwrap();
+        assert!(
+            !store
+                .extend_lock("k", &token, Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        assert!(kv.get(store.lock_key("k")).await.unwrap().is_none());
+        assert!(
+            store
+                .try_lock("k", Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_some(),
+            "free again"
+        );
+
+        // A lock never taken, and an expired one of ours, are not extended.
+        assert!(
+            !store
+                .extend_lock("never", &token, Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        let expired = store.try_lock("e", Duration::ZERO).await.unwrap().unwrap();
+        assert!(
+            !store
+                .extend_lock("e", &expired, Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 #[ignore = "needs NATS: cargo xtask test"]
 async fn ttl_is_enforced_on_read() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use echocache_redis::RedisStore;
 use echocache_redis::fred::prelude::*;
-use echocache_testkit::{OwnServer, outage};
+use echocache_testkit::{Kind, OwnServer, outage};
 
 /// A store over a new fred client at its defaults (no command timeout): the user's own
 /// setup at its worst.
@@ -48,6 +48,17 @@ async fn a_refresh_and_shutdown_are_bounded_while_redis_stalls() {
     let server = OwnServer::redis();
     outage::a_refresh_and_shutdown_are_bounded_while_the_store_stalls(&server, |p| {
         store(&server, p)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn a_service_started_while_redis_is_down_uses_it_once_up() {
+    outage::a_service_started_while_the_server_is_down(Kind::Redis, |url| async move {
+        RedisStore::<String>::connect(&url, "late", Duration::from_secs(60))
+            .await
+            .unwrap()
     })
     .await;
 }

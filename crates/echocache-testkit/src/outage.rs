@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use echocache_core::{EchoCache, Entry, LazyEchoCache, ManualClock, Store};
 use tokio::time::Instant;
 
-use crate::{OwnServer, eventually};
+use crate::{Kind, OwnServer, eventually};
 
 const LOADER_TIME: Duration = Duration::from_millis(10);
 
@@ -164,4 +164,55 @@ pub async fn a_refresh_and_shutdown_are_bounded_while_the_store_stalls<S, F, Fut
     );
     assert_eq!(cache.refreshes_pending(), 0);
     server.resume();
+}
+
+/// A service starts while its server is down (the stores' `connect` helpers): the store
+/// is made at once, fetches serve loaded values meanwhile, and once the server comes up
+/// the cache uses it (a fetch is a hit) within 5 s, with no user action.
+pub async fn a_service_started_while_the_server_is_down<S, F, Fut>(kind: Kind, connect: F)
+where
+    S: Store<String>,
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = S>,
+{
+    let port = crate::free_port();
+    let url = match kind {
+        Kind::Redis => format!("redis://127.0.0.1:{port}"),
+        Kind::Nats(_) => format!("nats://127.0.0.1:{port}"),
+    };
+    let started = Instant::now();
+    let cache = EchoCache::new(connect(url).await);
+    let made = started.elapsed();
+    assert!(made < Duration::from_secs(2), "connect took {made:?}");
+    for i in 0..5 {
+        let key = format!("down-{i}");
+        let started = Instant::now();
+        let v = cache.fetch(&key, || slow_value(key.clone())).await.unwrap();
+        assert_eq!(v, key);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "fetch while down took {took:?}"
+        );
+    }
+
+    let server = OwnServer::start(kind, port);
+    let (_, took) = eventually(
+        "a hit once the server is up",
+        Duration::from_secs(5),
+        || {
+            let cache = cache.clone();
+            async move {
+                let hits = cache.stats().hits;
+                cache.fetch("up", || slow_value("u".into())).await.ok()?;
+                (cache.stats().hits > hits).then_some(())
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "store used {took:?} after the server came up; {:?}",
+        cache.stats()
+    );
+    drop(server);
 }
