@@ -382,7 +382,7 @@ async fn releasing_an_absent_lock_is_ok() {
     .await;
 }
 
-/// The deadline (milliseconds since the epoch) of the lock `key` holds, read raw.
+/// The deadline (milliseconds since the epoch) stored in the lock at `lock_key`, read raw.
 async fn lock_deadline_ms(kv: &kv::Store, lock_key: String) -> u64 {
     let raw = kv.get(lock_key).await.unwrap().expect("a lock");
     let payload = String::from_utf8(raw.to_vec()).unwrap();
