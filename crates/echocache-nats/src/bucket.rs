@@ -197,7 +197,14 @@ impl BucketOptions {
         }
     }
 
-    fn validate(&self, bucket: &str) -> Result<(), BucketError> {
+    /// Whether buckets created with these options allow per-message TTLs.
+    #[cfg(feature = "server-2-11")]
+    pub(crate) fn has_limit_markers(&self) -> bool {
+        self.limit_markers.is_some()
+    }
+
+    /// Checks the bucket name and the options without asking the server.
+    pub(crate) fn validate(&self, bucket: &str) -> Result<(), BucketError> {
         if bucket.is_empty()
             || !bucket
                 .bytes()
@@ -277,6 +284,25 @@ pub async fn open_or_create_bucket(
         Ok(_) => open(js, bucket).await,
         // Created by another process since we looked: open theirs.
         Err(err) if is_name_taken(err.kind()) => open(js, bucket).await,
+        Err(err) => Err(BucketError::with_source(BucketErrorKind::Create, err)),
+    }
+}
+
+/// Creates the stream `config` describes unless a stream of that name exists (whatever
+/// its configuration): what re-creates a user's bucket that the server has lost.
+pub(crate) async fn ensure_stream(
+    js: &js::Context,
+    config: &stream::Config,
+) -> Result<(), BucketError> {
+    match js.get_stream(&config.name).await {
+        Ok(_) => return Ok(()),
+        Err(err) if is_stream_not_found(err.kind()) => {}
+        Err(err) => return Err(BucketError::with_source(BucketErrorKind::Open, err)),
+    }
+    match js.create_stream(config.clone()).await {
+        // Created, or created by another process since we looked.
+        Ok(_) => Ok(()),
+        Err(err) if is_name_taken(err.kind()) => Ok(()),
         Err(err) => Err(BucketError::with_source(BucketErrorKind::Create, err)),
     }
 }

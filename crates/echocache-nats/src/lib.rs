@@ -9,23 +9,33 @@
 //! [`open_or_create_bucket`] creates buckets without the account query that async-nats's
 //! `create_key_value` makes first and whose NATS 2.9 answer it cannot parse.
 //!
+//! # Making a store
+//!
+//! - [`NatsStore::connect`] (or [`NatsStore::connect_with`] for bucket options): the
+//!   recommended way. It builds the client with settings for a cache (bounded requests,
+//!   reconnection for ever, no failure at start-up), opens or creates the bucket when the
+//!   server answers, and re-creates it when the server has lost it. A service starts
+//!   while NATS is down and uses it as soon as it is up.
+//! - [`NatsStore::new`] over a bucket handle opened through a client of your own
+//!   (credentials files, NKeys, custom TLS, a shared connection). The client's settings
+//!   then decide what an outage costs: [`NatsStore::new`] lists those that matter, and
+//!   [`NatsStore::recreate_lost_bucket`] adds the re-creation of a lost bucket.
+//!
 //! # Example
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use echocache_core::LazyEchoCache;
-//! use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
+//! use echocache_nats::{BucketOptions, NatsStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = async_nats::connect("nats://127.0.0.1:4222").await?;
-//! let js = async_nats::jetstream::new(client);
-//! let kv = open_or_create_bucket(&js, "echocache", &BucketOptions::new()
-//!     .max_age(Duration::from_secs(24 * 3600))).await?;
-//!
+//! let bucket = BucketOptions::new().max_age(Duration::from_secs(24 * 3600));
 //! // Entries older than ten minutes are never served; after one minute they are
 //! // refreshed in the background, once across all processes sharing the bucket.
-//! let store = NatsStore::new(kv, "prices")?.ttl(Duration::from_secs(600))?;
+//! let store = NatsStore::connect_with("nats://127.0.0.1:4222", "echocache", "prices", bucket)
+//!     .await?
+//!     .ttl(Duration::from_secs(600))?;
 //! let cache = LazyEchoCache::builder(store)
 //!     .refresh_after(Duration::from_secs(60))
 //!     .build()?;
@@ -34,6 +44,29 @@
 //!     .await?;
 //! # let _ = price;
 //! cache.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With a client of your own:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
+//! use echocache_nats::async_nats::{self, jetstream::ContextBuilder};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = async_nats::ConnectOptions::with_credentials_file("service.creds")
+//!     .await?
+//!     .request_timeout(Some(Duration::from_secs(2)))
+//!     .ping_interval(Duration::from_secs(10))
+//!     .connect("tls://nats.internal:4222")
+//!     .await?;
+//! let js = ContextBuilder::new().timeout(Duration::from_secs(2)).build(client);
+//! let kv = open_or_create_bucket(&js, "echocache", &BucketOptions::new()).await?;
+//! let store = NatsStore::<u64>::new(kv, "prices")?.recreate_lost_bucket(js);
+//! # let _ = store;
 //! # Ok(())
 //! # }
 //! ```
@@ -74,8 +107,27 @@
 //! crashed holder, is taken over by an update that expects the revision just read, so
 //! only one contender wins (Go bug 23). `unlock` purges the key only while it still
 //! holds the caller's token, again checked by revision; releasing an absent or foreign
-//! lock is `Ok` (Go bug 22). Every loop is bounded (three attempts) and nothing recurses.
+//! lock is `Ok` (Go bug 22). `extend_lock` writes a new deadline into a live lock that
+//! still holds the caller's token, expecting the revision just read, and reports whether
+//! it did. Every loop is bounded (three attempts) and nothing recurses.
 //! Deadlines compare the wall clocks of different hosts: keep them synchronised.
+//!
+//! # Outages
+//!
+//! The caches bound every store call with their store timeout and skip a failing store
+//! for a while (their circuit breaker); the store adds what only it can do. A store made
+//! by [`NatsStore::connect`]:
+//!
+//! - fails every operation at once while its client is not connected (no request
+//!   timeout to wait for, no write queued to land after the reconnection);
+//! - checks its bucket after each reconnection, and when an operation finds the bucket
+//!   missing (a write's "no responders", a direct get's 503, the JetStream API's "stream
+//!   not found"), creates it again with its options and retries the operation once, one
+//!   re-creation at a time.
+//!
+//! A bucket with [`Memory`](async_nats::jetstream::stream::StorageType::Memory) storage
+//! loses its entries when the server restarts; the store starts again from an empty
+//! bucket, which the caches refill on misses. File storage keeps them.
 //!
 //! # Cargo features
 //!
@@ -84,6 +136,8 @@
 //! | `server-2-11` | no | per-key TTL on the server (NATS ≥ 2.11): `BucketOptions::limit_markers` and `NatsStore::server_ttl`, so that expired entries leave the bucket before its `max_age` |
 
 mod bucket;
+mod connect;
+mod handle;
 mod key;
 mod lock;
 mod store;
@@ -91,6 +145,7 @@ mod store;
 /// The `async-nats` this crate is built on, so a client is built from the same version.
 pub use async_nats;
 pub use bucket::{BucketError, BucketErrorKind, BucketOptions, MAX_HISTORY, open_or_create_bucket};
+pub use connect::{ConnectError, ConnectErrorKind};
 pub use key::{MAX_ENCODED_KEY_LEN, MAX_PREFIX_LEN};
 pub use store::NatsStore;
 

@@ -2,9 +2,10 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{self as js, kv};
 use echocache_core::codec::{
     Codec, DEFAULT_MAX_VALUE_BYTES, MessagePack, decode_entry, encode_entry,
 };
@@ -12,6 +13,7 @@ use echocache_core::{BuildError, Entry, LockToken, Store, StoreError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::handle::BucketHandle;
 use crate::key::KeySpace;
 use crate::lock;
 
@@ -37,21 +39,25 @@ use crate::lock;
 ///   `unlock` purges the key only when it still holds the caller's token, checked by
 ///   revision. Both retry at most three times. `extend_lock` moves the deadline of a live
 ///   lock that still holds the caller's token, by a revision-checked update.
+/// - **Outages.** A store made by [`connect`](Self::connect) starts while the server is
+///   down, fails at once while disconnected, opens its bucket when the server answers and
+///   re-creates it when the server has lost it. A store made by [`new`](NatsStore::new)
+///   works with the client and bucket it is given (see there).
+///
+/// Clones share the bucket handle (and its re-creation), and are cheap.
 ///
 /// # Examples
 ///
 /// ```no_run
 /// use echocache_core::EchoCache;
 /// use echocache_core::codec::Json;
-/// use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
+/// use echocache_nats::NatsStore;
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
-/// let js = async_nats::jetstream::new(client);
-/// let kv = open_or_create_bucket(&js, "cache", &BucketOptions::new()).await?;
-/// let store = NatsStore::new(kv, "users")?
+/// let store = NatsStore::connect("nats://127.0.0.1:4222", "cache", "users")
+///     .await?
 ///     .codec(Json)
 ///     .ttl(Duration::from_secs(600))?;
 /// let cache = EchoCache::new(store);
@@ -63,7 +69,8 @@ use crate::lock;
 /// # }
 /// ```
 pub struct NatsStore<V, C = MessagePack> {
-    kv: kv::Store,
+    /// Shared by clones, so that they open and re-create the bucket once.
+    bucket: Arc<BucketHandle>,
     keys: KeySpace,
     codec: C,
     max_value_bytes: usize,
@@ -75,11 +82,43 @@ pub struct NatsStore<V, C = MessagePack> {
 }
 
 impl<V> NatsStore<V, MessagePack> {
-    /// Makes a store over the bucket `kv`, with keys under `prefix`.
+    /// Makes a store over the bucket `kv`, opened through a client of your own, with keys
+    /// under `prefix`.
     ///
-    /// The prefix names this store's part of the bucket: several stores (or services) can
-    /// share one bucket with different prefixes. It is made of dot-separated tokens of
-    /// `[-/_=a-zA-Z0-9]`, for example `orders` or `svc.users`.
+    /// Use it when you build the client yourself (credentials files, NKeys, custom TLS, a
+    /// connection shared with the rest of the service); otherwise
+    /// [`connect`](Self::connect) builds one with safe defaults and also starts while the
+    /// server is down. The prefix names this store's part of the bucket: several stores
+    /// (or services) can share one bucket with different prefixes. It is made of
+    /// dot-separated tokens of `[-/_=a-zA-Z0-9]`, for example `orders` or `svc.users`.
+    ///
+    /// # The client settings that matter
+    ///
+    /// The store uses the handle as it is, so the client's settings decide what an outage
+    /// costs. The caches bound every store call with their own store timeout, but a client
+    /// at its defaults still holds resources for longer. What [`connect`](Self::connect)
+    /// sets, and what we suggest:
+    ///
+    /// - [`ConnectOptions::request_timeout`](async_nats::ConnectOptions::request_timeout)
+    ///   (default 10 s) and the JetStream context's
+    ///   [`ContextBuilder::timeout`](async_nats::jetstream::ContextBuilder::timeout)
+    ///   (publish acks wait 5 s without it): 2 s each.
+    /// - [`ConnectOptions::retry_on_initial_connect`](async_nats::ConnectOptions::retry_on_initial_connect),
+    ///   so the client starts while the server is down. The bucket still has to be opened
+    ///   before `new` is called, which needs the server: `connect` has no such step.
+    /// - Reconnection: async-nats reconnects for ever by default
+    ///   ([`max_reconnects`](async_nats::ConnectOptions::max_reconnects) `None`), waiting up
+    ///   to 4 s between attempts; `connect` waits at most 1 s.
+    /// - [`ConnectOptions::ping_interval`](async_nats::ConnectOptions::ping_interval)
+    ///   (default 60 s): 10 s, to drop a connection to a server that stopped answering.
+    ///
+    /// While the client is disconnected, each operation of this store waits for the
+    /// request timeout (a `connect` store fails at once), and a write may be sent after
+    /// the reconnection.
+    ///
+    /// A bucket that the server loses (memory storage, server restart) is re-created only
+    /// with [`recreate_lost_bucket`](Self::recreate_lost_bucket), which needs the JetStream
+    /// context; without it, every operation fails until the bucket is created again.
     ///
     /// # Default
     ///
@@ -92,16 +131,24 @@ impl<V> NatsStore<V, MessagePack> {
     /// dot, contains `..`, or contains any other character (Go bug 25: the Go store took
     /// any prefix and then failed on every operation).
     pub fn new(kv: kv::Store, prefix: &str) -> Result<Self, BuildError> {
-        Ok(Self {
-            kv,
-            keys: KeySpace::new(prefix)?,
+        Ok(Self::from_handle(
+            BucketHandle::fixed(kv),
+            KeySpace::new(prefix)?,
+        ))
+    }
+
+    /// A store over `bucket` with the default settings.
+    pub(crate) fn from_handle(bucket: BucketHandle, keys: KeySpace) -> Self {
+        Self {
+            bucket: Arc::new(bucket),
+            keys,
             codec: MessagePack,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             ttl: None,
             #[cfg(feature = "server-2-11")]
             server_ttl: None,
             _value: PhantomData,
-        })
+        }
     }
 }
 
@@ -117,7 +164,7 @@ impl<V, C: Codec> NatsStore<V, C> {
     #[must_use]
     pub fn codec<C2: Codec>(self, codec: C2) -> NatsStore<V, C2> {
         NatsStore {
-            kv: self.kv,
+            bucket: self.bucket,
             keys: self.keys,
             codec,
             max_value_bytes: self.max_value_bytes,
@@ -180,7 +227,8 @@ impl<V, C: Codec> NatsStore<V, C> {
     /// bucket until its `max_age`. Needs NATS 2.11 or later and a bucket created with
     /// [`BucketOptions::limit_markers`](crate::BucketOptions::limit_markers). `js` is the
     /// JetStream context the entries are published through (the bucket handle cannot
-    /// publish with headers of its own choosing).
+    /// publish with headers of its own choosing); for a store made by
+    /// [`connect`](NatsStore::connect), pass [`jetstream`](Self::jetstream)'s.
     ///
     /// The server counts TTLs in whole seconds: each entry gets the time it has left
     /// (its ttl minus its age) rounded up to the next second, and at least one second.
@@ -200,14 +248,16 @@ impl<V, C: Codec> NatsStore<V, C> {
     #[cfg(feature = "server-2-11")]
     #[cfg_attr(docsrs, doc(cfg(feature = "server-2-11")))]
     pub fn server_ttl(self, js: async_nats::jetstream::Context) -> Result<Self, BuildError> {
-        if !self.kv.stream.cached_info().config.allow_message_ttl {
+        if !self.bucket.allows_message_ttl() {
             return Err(BuildError::InvalidSetting {
                 setting: "server_ttl",
                 reason: "the bucket does not allow per-message TTLs: create it with \
                          `limit_markers` on NATS 2.11 or later",
             });
         }
-        if self.kv.use_jetstream_prefix || self.kv.put_prefix.is_some() {
+        if let Some(kv) = self.bucket.current()
+            && (kv.use_jetstream_prefix || kv.put_prefix.is_some())
+        {
             return Err(BuildError::InvalidSetting {
                 setting: "server_ttl",
                 reason: "per-message TTLs are not supported for buckets reached through a \
@@ -220,14 +270,73 @@ impl<V, C: Codec> NatsStore<V, C> {
         })
     }
 
-    /// The prefix given to [`new`](NatsStore::new).
+    /// Has the store create its bucket again, through `js`, when the server has lost it
+    /// (a bucket with memory storage after a server restart), with the stream
+    /// configuration the bucket had when its handle was opened; the failed operation is
+    /// then retried once. The store also checks that the bucket exists after the client
+    /// reconnects.
+    ///
+    /// `js` must be the context the bucket was opened through (the handle does not give
+    /// access to it). Stores made by [`connect`](NatsStore::connect) do this by
+    /// themselves, and ignore this setting.
+    ///
+    /// # Default
+    ///
+    /// Off for stores made by [`new`](NatsStore::new): a lost bucket stays lost.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
+    /// use echocache_nats::async_nats::jetstream::stream::StorageType;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+    /// let js = async_nats::jetstream::new(client);
+    /// let options = BucketOptions::new().storage(StorageType::Memory);
+    /// let kv = open_or_create_bucket(&js, "cache", &options).await?;
+    /// let store = NatsStore::<String>::new(kv, "users")?.recreate_lost_bucket(js);
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn recreate_lost_bucket(self, js: js::Context) -> Self {
+        let bucket = match Arc::try_unwrap(self.bucket) {
+            Ok(handle) => Arc::new(handle.recreating_with(js)),
+            // Shared with a clone: this store gets a handle of its own.
+            Err(shared) => match (shared.jetstream(), shared.current()) {
+                (None, Some(kv)) => {
+                    Arc::new(BucketHandle::fixed(Arc::unwrap_or_clone(kv)).recreating_with(js))
+                }
+                _ => shared,
+            },
+        };
+        Self { bucket, ..self }
+    }
+
+    /// The prefix given to [`new`](NatsStore::new) or [`connect`](NatsStore::connect).
     pub fn prefix(&self) -> &str {
         self.keys.prefix()
     }
 
-    /// The bucket.
-    pub fn kv(&self) -> &kv::Store {
-        &self.kv
+    /// The name of the bucket.
+    pub fn bucket(&self) -> &str {
+        self.bucket.name()
+    }
+
+    /// The bucket, or `None` while a store made by [`connect`](NatsStore::connect) has
+    /// not opened it yet (the server has not answered since the store was made).
+    pub fn kv(&self) -> Option<kv::Store> {
+        self.bucket.current().map(Arc::unwrap_or_clone)
+    }
+
+    /// The JetStream context of a store made by [`connect`](NatsStore::connect) (or given
+    /// one with [`recreate_lost_bucket`](Self::recreate_lost_bucket)), for instance to
+    /// manage the bucket; `None` for a store made by [`new`](NatsStore::new) alone.
+    pub fn jetstream(&self) -> Option<&js::Context> {
+        self.bucket.jetstream()
     }
 
     /// The KV key where the entry for `key` is stored: `{prefix}.v.{encoded key}`.
@@ -269,7 +378,7 @@ impl<V, C> NatsStore<V, C> {
 impl<V, C: Clone> Clone for NatsStore<V, C> {
     fn clone(&self) -> Self {
         Self {
-            kv: self.kv.clone(),
+            bucket: self.bucket.clone(),
             keys: self.keys.clone(),
             codec: self.codec.clone(),
             max_value_bytes: self.max_value_bytes,
@@ -284,7 +393,7 @@ impl<V, C: Clone> Clone for NatsStore<V, C> {
 impl<V, C: fmt::Debug> fmt::Debug for NatsStore<V, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsStore")
-            .field("bucket", &self.kv.name)
+            .field("bucket", &self.bucket.name())
             .field("prefix", &self.keys.prefix())
             .field("codec", &self.codec)
             .field("max_value_bytes", &self.max_value_bytes)
@@ -339,8 +448,13 @@ where
 {
     async fn get(&self, key: &str) -> Result<Option<Entry<V>>, StoreError> {
         let (data_key, hashed) = self.keys.data_key(key);
+        let data_key = data_key.as_str();
         // `get` reads a deleted or purged key as `None`.
-        let Some(bytes) = self.kv.get(data_key).await.map_err(StoreError::backend)? else {
+        let read = self
+            .bucket
+            .run(|kv| async move { kv.get(data_key).await.map_err(StoreError::backend) })
+            .await?;
+        let Some(bytes) = read else {
             return Ok(None);
         };
         let envelope = if hashed {
@@ -364,46 +478,66 @@ where
     async fn set(&self, key: &str, entry: &Entry<V>) -> Result<(), StoreError> {
         let (data_key, hashed) = self.keys.data_key(key);
         let envelope = encode_entry(&self.codec, entry, self.max_value_bytes)?;
-        let bytes = if hashed {
+        let bytes: bytes::Bytes = if hashed {
             frame_hashed(key, &envelope)
         } else {
             envelope
-        };
+        }
+        .into();
+        let data_key = data_key.as_str();
+        let bytes = &bytes;
         #[cfg(feature = "server-2-11")]
         if let (Some(ttl), Some(js)) = (self.ttl, &self.server_ttl) {
             let remaining = ttl.saturating_sub(entry.age(SystemTime::now()));
-            let subject = format!("{}{data_key}", self.kv.prefix);
-            let message = async_nats::jetstream::message::PublishMessage::build()
-                .payload(bytes.into())
-                .ttl(server_ttl_secs(remaining));
-            js.send_publish(subject, message)
-                .await
-                .map_err(StoreError::backend)?
-                .await
-                .map_err(StoreError::backend)?;
-            return Ok(());
+            return self
+                .bucket
+                .run(|kv| async move {
+                    let subject = format!("{}{data_key}", kv.prefix);
+                    let message = async_nats::jetstream::message::PublishMessage::build()
+                        .payload(bytes.clone())
+                        .ttl(server_ttl_secs(remaining));
+                    js.send_publish(subject, message)
+                        .await
+                        .map_err(StoreError::backend)?
+                        .await
+                        .map_err(StoreError::backend)?;
+                    Ok(())
+                })
+                .await;
         }
-        self.kv
-            .put(data_key, bytes.into())
+        self.bucket
+            .run(|kv| async move {
+                kv.put(data_key, bytes.clone())
+                    .await
+                    .map_err(StoreError::backend)?;
+                Ok(())
+            })
             .await
-            .map_err(StoreError::backend)?;
-        Ok(())
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        let data_key = self.keys.data_key(key).0;
+        let data_key = data_key.as_str();
         // A purge drops every stored revision of the key, whatever the bucket's history.
-        self.kv
-            .purge(self.keys.data_key(key).0)
+        self.bucket
+            .run(|kv| async move { kv.purge(data_key).await.map_err(StoreError::backend) })
             .await
-            .map_err(StoreError::backend)
     }
 
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
-        lock::try_lock(&self.kv, &self.keys.lock_key(key), ttl).await
+        let lock_key = self.keys.lock_key(key);
+        let lock_key = lock_key.as_str();
+        self.bucket
+            .run(|kv| async move { lock::try_lock(&kv, lock_key, ttl).await })
+            .await
     }
 
     async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
-        lock::unlock(&self.kv, &self.keys.lock_key(key), token).await
+        let lock_key = self.keys.lock_key(key);
+        let lock_key = lock_key.as_str();
+        self.bucket
+            .run(|kv| async move { lock::unlock(&kv, lock_key, token).await })
+            .await
     }
 
     async fn extend_lock(
@@ -412,7 +546,11 @@ where
         token: &LockToken,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        lock::extend(&self.kv, &self.keys.lock_key(key), token, ttl).await
+        let lock_key = self.keys.lock_key(key);
+        let lock_key = lock_key.as_str();
+        self.bucket
+            .run(|kv| async move { lock::extend(&kv, lock_key, token, ttl).await })
+            .await
     }
 }
 
