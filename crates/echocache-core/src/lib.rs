@@ -53,4 +53,4 @@ pub use lazy::{
     LazyEchoCache, LazyEchoCacheBuilder,
 };
 pub use stats::Stats;
-pub use store::{LockToken, Store};
+pub use store::{LockToken, Store, Version};

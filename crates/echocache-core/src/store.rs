@@ -4,6 +4,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -113,6 +114,126 @@ pub trait Store<V>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let _ = (key, token, ttl);
         std::future::ready(Ok(false))
+    }
+
+    /// Reads the entry for `key` as [`get`](Self::get) does, with the [`Version`] of what
+    /// was read (the key's state, present or not), for a later
+    /// [`set_if_version`](Self::set_if_version).
+    ///
+    /// The caches call it on a miss before loading, never on the hit path.
+    ///
+    /// # Default
+    ///
+    /// [`get`](Self::get) with [`Version::UNKNOWN`].
+    fn get_versioned(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<(Option<Entry<V>>, Version), StoreError>> + Send {
+        futures::FutureExt::map(self.get(key), |read| {
+            read.map(|entry| (entry, Version::UNKNOWN))
+        })
+    }
+
+    /// Writes `entry` for `key` only if the key is still as `version` saw it: no write,
+    /// removal (from any process) came in between. Returns whether it wrote.
+    ///
+    /// The caches store a loaded value with it, so a load can never put its value over a
+    /// newer `insert` or an `invalidate` that returned while it ran, in any process
+    /// sharing the store. `insert` and `invalidate` write unconditionally; a store whose
+    /// `remove` leaves nothing behind must keep a marker (a tombstone) long enough for the
+    /// loads that began before it to see that the key changed.
+    ///
+    /// With [`Version::UNKNOWN`] it must write as [`set`](Self::set) does.
+    ///
+    /// # Default
+    ///
+    /// [`set`](Self::set), always `true`: the store does not order writes across
+    /// processes.
+    fn set_if_version(
+        &self,
+        key: &str,
+        entry: &Entry<V>,
+        version: &Version,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = version;
+        futures::FutureExt::map(self.set(key, entry), |written| written.map(|()| true))
+    }
+
+    /// Whether the refresh lock is shared with other processes (Redis, NATS), so that a
+    /// miss's load takes it first and other processes wait for its value instead of
+    /// loading the same key at once (the fleet-wide single-flight).
+    ///
+    /// # Default
+    ///
+    /// `true`. Stores whose lock is granted at once within one process (the memory
+    /// stores) return `false`: the in-process single-flight is all they need.
+    fn shares_locks(&self) -> bool {
+        true
+    }
+}
+
+/// What a store read saw of a key (a server-side revision, or the bytes read), for a
+/// conditional write with [`Store::set_if_version`]. Opaque to the caches.
+///
+/// # Examples
+///
+/// ```
+/// use echocache_core::Version;
+///
+/// assert!(Version::UNKNOWN.is_unknown());
+/// assert_eq!(Version::revision(7).as_revision(), Some(7));
+/// assert_eq!(Version::bytes(b"abc".to_vec()).as_bytes(), Some(&b"abc"[..]));
+/// assert_eq!(Version::absent().as_bytes(), Some(&b""[..]));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Version(VersionRepr);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum VersionRepr {
+    #[default]
+    Unknown,
+    Revision(u64),
+    Bytes(Arc<[u8]>),
+}
+
+impl Version {
+    /// The store does not version its keys: a conditional write is a plain write.
+    pub const UNKNOWN: Version = Version(VersionRepr::Unknown);
+
+    /// A server-side revision (NATS KV revisions; 0 for a key never written).
+    pub fn revision(revision: u64) -> Self {
+        Self(VersionRepr::Revision(revision))
+    }
+
+    /// The raw bytes read (compared with the stored bytes by the conditional write).
+    pub fn bytes(bytes: impl Into<Arc<[u8]>>) -> Self {
+        Self(VersionRepr::Bytes(bytes.into()))
+    }
+
+    /// No bytes: the key was absent.
+    pub fn absent() -> Self {
+        Self::bytes(Vec::new())
+    }
+
+    /// Whether this is [`Version::UNKNOWN`].
+    pub fn is_unknown(&self) -> bool {
+        self.0 == VersionRepr::Unknown
+    }
+
+    /// The revision, when this is one.
+    pub fn as_revision(&self) -> Option<u64> {
+        match self.0 {
+            VersionRepr::Revision(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The bytes, when this is bytes.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match &self.0 {
+            VersionRepr::Bytes(b) => Some(b),
+            _ => None,
+        }
     }
 }
 

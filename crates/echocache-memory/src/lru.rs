@@ -279,6 +279,11 @@ impl<V: Clone + Send + Sync + 'static> Store<V> for LruStore<V> {
     ) -> Result<bool, StoreError> {
         Ok(true)
     }
+
+    /// `false`: the lock is this process's only.
+    fn shares_locks(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

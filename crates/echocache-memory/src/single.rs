@@ -241,6 +241,11 @@ impl<V: Clone + Send + Sync + 'static> Store<V> for SingleStore<V> {
     ) -> Result<bool, StoreError> {
         Ok(true)
     }
+
+    /// `false`: the lock is this process's only.
+    fn shares_locks(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
