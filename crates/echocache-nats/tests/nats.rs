@@ -12,6 +12,7 @@ use echocache_core::codec::{Json, MessagePack};
 use echocache_core::test_util::{check_data_ops, check_exclusive_lock};
 use echocache_core::{EchoCache, Entry, LockToken, Store};
 use echocache_nats::{BucketErrorKind, BucketOptions, NatsStore, open_or_create_bucket};
+use echocache_testkit::OwnServer;
 
 fn nats_url() -> String {
     std::env::var("ECHOCACHE_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
@@ -477,6 +478,92 @@ async fn extend_lock_moves_the_deadline_of_our_live_lock_only() {
 
 #[tokio::test]
 #[ignore = "needs NATS: cargo xtask test"]
+async fn a_connect_store_recreates_a_bucket_deleted_under_it() {
+    // On the shared server, with a bucket of this test's own (deleted at the end): the
+    // store finds its bucket gone without any reconnection, by the errors of its writes.
+    let bucket = unique_bucket("connect-deleted");
+    let options = BucketOptions::new()
+        .storage(StorageType::Memory)
+        .max_age(Duration::from_secs(600));
+    let store: NatsStore<String> = NatsStore::connect_with(&nats_url(), &bucket, "cd", options)
+        .await
+        .expect("connect");
+    let js = store
+        .jetstream()
+        .expect("a connect store has a context")
+        .clone();
+    let stream = format!("KV_{bucket}");
+    let outcome = tokio::spawn(async move {
+        assert!(
+            store.kv().is_some(),
+            "opened during connect: the server is up"
+        );
+        store
+            .set("k", &Entry::new("v1".into(), SystemTime::now()))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get("k").await.unwrap().map(|e| e.value).as_deref(),
+            Some("v1")
+        );
+        store
+            .jetstream()
+            .unwrap()
+            .delete_stream(format!("KV_{}", store.bucket()))
+            .await
+            .unwrap();
+        // The write finds the bucket missing, re-creates it and is retried once.
+        store
+            .set("k", &Entry::new("v2".into(), SystemTime::now()))
+            .await
+            .expect("the bucket is re-created and the write retried");
+        assert_eq!(
+            store.get("k").await.unwrap().map(|e| e.value).as_deref(),
+            Some("v2")
+        );
+        let info = store
+            .jetstream()
+            .unwrap()
+            .get_stream(format!("KV_{}", store.bucket()))
+            .await
+            .unwrap();
+        assert_eq!(
+            info.cached_info().config.storage,
+            StorageType::Memory,
+            "same options"
+        );
+        assert_eq!(info.cached_info().config.max_age, Duration::from_secs(600));
+        // Locks too.
+        store
+            .jetstream()
+            .unwrap()
+            .delete_stream(format!("KV_{}", store.bucket()))
+            .await
+            .unwrap();
+        let token = store
+            .try_lock("k", Duration::from_secs(30))
+            .await
+            .expect("re-created for the lock")
+            .expect("free in the new bucket");
+        assert!(
+            store
+                .extend_lock("k", &token, Duration::from_secs(30))
+                .await
+                .unwrap()
+        );
+        store.unlock("k", &token).await.unwrap();
+    })
+    .await;
+    js.delete_stream(stream)
+        .await
+        .expect("delete the test bucket");
+    if let Err(err) = outcome {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs NATS: cargo xtask test"]
 async fn ttl_is_enforced_on_read() {
     with_bucket("ttl-read", |_, kv| async move {
         let expiring: NatsStore<String> = NatsStore::new(kv.clone(), "ttl")
@@ -867,58 +954,14 @@ async fn two_lazy_caches_sharing_a_bucket_refresh_a_stale_key_once() {
 }
 
 /// A `nats-server -js` child of this test on its own port and folder, killed when dropped.
-struct OwnServer {
-    child: std::process::Child,
-}
-
-impl OwnServer {
-    fn start(port: u16, dir: &std::path::Path) -> Self {
-        let child = std::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect(
-                "this test starts and kills its own NATS: it needs the nats-server binary \
-                 (Debian/Ubuntu: apt-get install nats-server)",
-            );
-        // Owned at once, so the child is killed and reaped on every path.
-        let server = Self { child };
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("nats-server on port {port} did not start");
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs NATS: cargo xtask test"]
 async fn the_store_recovers_after_a_server_restart() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let dir = std::env::temp_dir().join(format!(
-        "echocache-nats-restart-{}-{port}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let server = OwnServer::start(port, &dir);
+    let mut server = OwnServer::nats();
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
         .request_timeout(Some(Duration::from_millis(500)))
-        .connect(format!("nats://127.0.0.1:{port}"))
+        .connect(server.url())
         .await
         .expect("connect");
     let js = jetstream::new(client);
@@ -935,13 +978,13 @@ async fn the_store_recovers_after_a_server_restart() {
         .await
         .unwrap();
 
-    drop(server);
+    server.kill();
     let down = tokio::time::timeout(Duration::from_secs(10), store.get("k"))
         .await
         .expect("a stopped server gives an error, not a hang");
     assert!(down.is_err(), "no server: {down:?}");
 
-    let server = OwnServer::start(port, &dir);
+    server.restart();
     // A bound, not a timing assertion: the client reconnects by itself.
     let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut recovered = false;
@@ -967,5 +1010,4 @@ async fn the_store_recovers_after_a_server_restart() {
         Some("after")
     );
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -47,3 +47,41 @@ async fn a_refresh_and_shutdown_are_bounded_while_nats_stalls() {
     })
     .await;
 }
+
+/// A store made by `NatsStore::connect` (its own client, the crate's defaults), on the
+/// server's `connected` bucket.
+async fn connected_store(server: &OwnServer, prefix: &str) -> NatsStore<String> {
+    NatsStore::connect(&server.url(), "connected", prefix)
+        .await
+        .expect("connect to the test's own nats")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn a_stalled_nats_costs_a_fetch_the_loader_under_a_connect_store() {
+    let server = OwnServer::nats();
+    outage::a_stall_costs_a_fetch_the_loader_and_recovers_on_its_own(&server, |p| {
+        connected_store(&server, p)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn after_fetch_returns_other_connect_stores_see_the_value() {
+    let server = OwnServer::nats();
+    outage::after_fetch_returns_this_cache_and_other_processes_see_the_value(|p| {
+        connected_store(&server, p)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn a_refresh_and_shutdown_are_bounded_while_nats_stalls_under_a_connect_store() {
+    let server = OwnServer::nats();
+    outage::a_refresh_and_shutdown_are_bounded_while_the_store_stalls(&server, |p| {
+        connected_store(&server, p)
+    })
+    .await;
+}
