@@ -6,7 +6,7 @@
 //! `cargo test`, run by `cargo xtask test`.
 
 use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
-use echocache_testkit::{OwnServer, outage};
+use echocache_testkit::{Kind, OwnServer, outage};
 
 /// A store over a new async-nats client at its defaults, on the server's `cache` bucket.
 async fn store(server: &OwnServer, prefix: &str) -> NatsStore<String> {
@@ -82,6 +82,22 @@ async fn a_refresh_and_shutdown_are_bounded_while_nats_stalls_under_a_connect_st
     let server = OwnServer::nats();
     outage::a_refresh_and_shutdown_are_bounded_while_the_store_stalls(&server, |p| {
         connected_store(&server, p)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn a_service_started_while_nats_is_down_uses_it_once_up() {
+    let dir = std::env::temp_dir().join(format!(
+        "echocache-nats-started-down-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).expect("a folder for JetStream");
+    outage::a_service_started_while_the_server_is_down(Kind::Nats(dir), |url| async move {
+        NatsStore::<String>::connect(&url, "late", "svc")
+            .await
+            .expect("connect while the server is down")
     })
     .await;
 }
