@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::core::Core;
+use crate::fleet::Accept;
 use crate::guard::GuardSettings;
 use crate::stats::incr;
 use crate::{BuildError, Clock, Error, Stats, Store, StoreError};
@@ -87,6 +88,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
                 Clock::system(),
                 Some(DEFAULT_LOAD_TIMEOUT),
                 GuardSettings::default(),
+                true,
             )),
         }
     }
@@ -97,6 +99,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
             store,
             load_timeout: Some(DEFAULT_LOAD_TIMEOUT),
             guard: GuardSettings::default(),
+            fleet_single_flight: true,
             clock: Clock::system(),
             _value: PhantomData,
         }
@@ -155,7 +158,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
         incr(&core.stats.misses);
         // Boxed: the load's state machine is large, and keeping it out of this future
         // keeps the hit path from moving hundreds of bytes. A miss allocates anyway.
-        Box::pin(core.load(key, epoch, loader, |_| true)).await
+        Box::pin(core.load(key, epoch, loader, Accept::Any, core.miss_fleet())).await
     }
 
     /// Reads the stored value for `key` without loading.
@@ -246,6 +249,7 @@ pub struct EchoCacheBuilder<V, S> {
     store: S,
     load_timeout: Option<Duration>,
     guard: GuardSettings,
+    fleet_single_flight: bool,
     clock: Clock,
     _value: PhantomData<fn() -> V>,
 }
@@ -255,6 +259,7 @@ impl<V, S> fmt::Debug for EchoCacheBuilder<V, S> {
         f.debug_struct("EchoCacheBuilder")
             .field("load_timeout", &self.load_timeout)
             .field("guard", &self.guard)
+            .field("fleet_single_flight", &self.fleet_single_flight)
             .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
@@ -347,6 +352,23 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCacheBuilder<V, S> {
         }
     }
 
+    /// Whether a miss takes the store's lock for the key before loading, so that of all
+    /// the processes sharing the store one loads a cold key and the others wait for its
+    /// value (polling the store, bounded by the load timeout; counted in
+    /// [`Stats::fleet_waits`] and [`Stats::fleet_wait_timeouts`]). It costs a miss a lock
+    /// and an unlock call. Stores whose locks are not shared ([`Store::shares_locks`]:
+    /// the memory stores) never take it.
+    ///
+    /// # Default
+    ///
+    /// `true`.
+    pub fn fleet_single_flight(self, enabled: bool) -> Self {
+        Self {
+            fleet_single_flight: enabled,
+            ..self
+        }
+    }
+
     /// The clock that stamps entries' `written_at`.
     ///
     /// # Default
@@ -379,6 +401,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCacheBuilder<V, S> {
                 self.clock,
                 self.load_timeout,
                 self.guard,
+                self.fleet_single_flight,
             )),
         })
     }

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
+use crate::fleet::{Accept, Fleet, HeldHere, Lead, lock_ttl};
 use crate::flight::{Failure, Flights, Join, Leader, Outcome, panic_message};
 use crate::guard::{GuardSettings, StoreGuard};
 use crate::stats::{Counters, incr};
-use crate::{Clock, Entry, Error, LockToken, Store, StoreError, recursion};
+use crate::{Clock, Entry, Error, LockToken, Store, StoreError, Version, recursion};
 
 /// How many times a fetch tries again when the flight it waited on ended without an
 /// outcome it can use (aborted, or an error of another caller's error type).
@@ -24,6 +25,11 @@ pub(crate) struct Core<V, S> {
     pub(crate) clock: Clock,
     pub(crate) load_timeout: Option<Duration>,
     pub(crate) guard: StoreGuard,
+    /// The TTL of the store locks this cache takes (refreshes, fleet-wide misses).
+    pub(crate) lock_ttl: Duration,
+    /// Whether a miss takes the store's lock first (and the store shares its locks).
+    pub(crate) fleet_single_flight: bool,
+    pub(crate) held_here: HeldHere,
 }
 
 impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
@@ -32,7 +38,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         clock: Clock,
         load_timeout: Option<Duration>,
         guard: GuardSettings,
+        fleet_single_flight: bool,
     ) -> Self {
+        let fleet_single_flight = fleet_single_flight && store.shares_locks();
         Self {
             store,
             flights: Arc::new(Flights::new()),
@@ -40,6 +48,18 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
             clock,
             load_timeout,
             guard: StoreGuard::new(guard),
+            lock_ttl: lock_ttl(load_timeout.unwrap_or(crate::DEFAULT_LOAD_TIMEOUT)),
+            fleet_single_flight,
+            held_here: HeldHere::default(),
+        }
+    }
+
+    /// How a foreground miss deals with the store's lock.
+    pub(crate) fn miss_fleet(&self) -> Fleet {
+        if self.fleet_single_flight {
+            Fleet::Wait
+        } else {
+            Fleet::Off
         }
     }
 
@@ -107,7 +127,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
     /// one as its own task, then waits for the shared outcome.
     ///
     /// `seen_epoch` is the flights' epoch read before the caller's store read; `accept`
-    /// says whether an entry found on a re-read of the store may be returned as is.
+    /// says whether an entry found in the store (on a re-read, or stored by another
+    /// process) may be returned as is; `fleet` how the leader deals with the store's lock
+    /// (see `fleet.rs`).
     ///
     /// Returns once the flight has ended, store write included (bounded by the store
     /// timeout, skipped while the circuit breaker is open): a `get` after it sees the
@@ -117,7 +139,8 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         key: &str,
         seen_epoch: u64,
         loader: F,
-        accept: impl Fn(&Entry<V>) -> bool,
+        accept: Accept,
+        fleet: Fleet,
     ) -> Result<V, Error<E>>
     where
         F: FnOnce() -> Fut,
@@ -130,14 +153,14 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         loop {
             attempts += 1;
             let waiter = match self.flights.join(key, seen.take()) {
-                Join::Recheck => match self.reread(key, &accept).await {
+                Join::Recheck => match self.reread(key, accept).await {
                     Some(value) => return Ok(value),
                     None => continue,
                 },
                 Join::Settle(waiter) => {
                     waiter.wait_done().await;
                     seen = Some(self.flights.epoch());
-                    match self.reread(key, &accept).await {
+                    match self.reread(key, accept).await {
                         Some(value) => return Ok(value),
                         None => continue,
                     }
@@ -153,7 +176,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                     };
                     // Calling the loader runs user code: a panic here is the loader's too.
                     match std::panic::catch_unwind(AssertUnwindSafe(loader)) {
-                        Ok(fut) => self.start(leader, fut).await,
+                        Ok(fut) => self.start(leader, fut, accept, fleet.clone()).await,
                         Err(payload) => {
                             incr(&self.stats.loads);
                             incr(&self.stats.loader_panics);
@@ -192,7 +215,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                     // Another waiter may have loaded and stored the value since: read the
                     // store again, with a fresh epoch, before leading a load.
                     seen = Some(self.flights.epoch());
-                    match self.reread(key, &accept).await {
+                    match self.reread(key, accept).await {
                         Some(value) => return Ok(value),
                         None => continue,
                     }
@@ -204,9 +227,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
 
     /// Reads the store again (a flight may have written the key): the value when the
     /// entry is there and `accept`able, else `None` (a store error counts as a miss).
-    async fn reread(&self, key: &str, accept: &impl Fn(&Entry<V>) -> bool) -> Option<V> {
+    async fn reread(&self, key: &str, accept: Accept) -> Option<V> {
         match self.get(key).await {
-            Ok(Some(entry)) if accept(&entry) => Some(entry.value),
+            Ok(Some(entry)) if self.accepts(accept, &entry) => Some(entry.value),
             Ok(_) => None,
             Err(e) => {
                 self.stats.store_error("get", key, &e);
@@ -216,25 +239,85 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
     }
 
     /// Starts the load as its own task, or runs it here when there is no tokio runtime.
-    async fn start<Fut, E>(self: &Arc<Self>, leader: Leader<V>, fut: Fut)
-    where
+    async fn start<Fut, E>(
+        self: &Arc<Self>,
+        leader: Leader<V>,
+        fut: Fut,
+        accept: Accept,
+        fleet: Fleet,
+    ) where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Send + Sync + 'static,
     {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 let core = Arc::clone(self);
-                handle.spawn(core.run(leader, fut, true));
+                handle.spawn(core.run(leader, fut, accept, fleet, true));
             }
             // Without a runtime nothing can run the load on its own: the caller drives it,
             // with no timeout (tokio's timer needs a runtime).
-            Err(_) => Arc::clone(self).run(leader, fut, false).await,
+            Err(_) => {
+                Arc::clone(self)
+                    .run(leader, fut, accept, fleet, false)
+                    .await
+            }
         }
     }
 
-    /// Runs one load to its end: loader (bounded by `load_timeout`, panics caught), then
-    /// the outcome to the waiters, then the store write.
-    async fn run<Fut, E>(self: Arc<Self>, leader: Leader<V>, fut: Fut, timed: bool)
+    /// Runs one load to its end: the store's lock (or another process's value), the
+    /// loader (bounded by `load_timeout`, panics caught, the lock kept alive), the outcome
+    /// to the waiters, the conditional store write, the unlock.
+    async fn run<Fut, E>(
+        self: Arc<Self>,
+        leader: Leader<V>,
+        fut: Fut,
+        accept: Accept,
+        fleet: Fleet,
+        timed: bool,
+    ) where
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let (token, version) = match self.lead(leader.key(), accept, fleet, timed).await {
+            Lead::Found(value) => {
+                leader.publish(Outcome::Ok(value));
+                leader.finish(true);
+                return;
+            }
+            Lead::Load { token, version } => (token, version),
+        };
+        let result = match &token {
+            Some(token) if timed => {
+                let load = self.call_loader(&leader, fut, timed);
+                tokio::select! {
+                    result = load => result,
+                    never = self.keep_lock(leader.key(), token) => match never {},
+                }
+            }
+            _ => self.call_loader(&leader, fut, timed).await,
+        };
+        let key: Box<str> = leader.key().into();
+        match result {
+            Ok(value) => self.store_value(leader, value, version).await,
+            Err(failure) => {
+                leader.publish(Err(failure));
+                leader.finish(false);
+            }
+        }
+        if let Some(token) = token {
+            // Taken in `lead` (which registered it as held here).
+            self.held_here.remove(&key);
+            self.release(&key, &token).await;
+        }
+    }
+
+    /// Runs the loader: bounded by `load_timeout`, panics caught, counted.
+    async fn call_loader<Fut, E>(
+        &self,
+        leader: &Leader<V>,
+        fut: Fut,
+        timed: bool,
+    ) -> Result<V, Failure>
     where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Send + Sync + 'static,
@@ -247,7 +330,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                 // A loader that blocks its thread cannot be stopped, and tokio's timeout
                 // takes a value that is ready when it is finally polled, however late:
                 // a value that comes after the limit is refused as a timeout, so that
-                // `load_timeout` bounds every load (and the refresh lock sized on it).
+                // `load_timeout` bounds every load (and the lock sized on it).
                 tokio::time::timeout(limit, guarded)
                     .await
                     .ok()
@@ -255,8 +338,8 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
             }
             _ => Some(guarded.await),
         };
-        let failure = match result {
-            Some(Ok(Ok(value))) => return self.store_value(leader, value).await,
+        Err(match result {
+            Some(Ok(Ok(value))) => return Ok(value),
             Some(Ok(Err(e))) => {
                 incr(&self.stats.load_errors);
                 Failure::Load(Arc::new(e))
@@ -272,20 +355,25 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                 crate::events::load_timed_out(leader.key(), self.load_timeout);
                 Failure::Timeout
             }
-        };
-        leader.publish(Err(failure));
-        leader.finish(false);
+        })
     }
 
-    /// Hands a loaded value to the waiters, then writes it to the store (unless the key
-    /// was written or invalidated meanwhile).
-    async fn store_value(&self, leader: Leader<V>, value: V) {
+    /// Hands a loaded value to the waiters, then writes it to the store, unless the key
+    /// was written or invalidated meanwhile: in this process (the flight was superseded)
+    /// or in any (the store refuses the write conditional on `version`).
+    async fn store_value(&self, leader: Leader<V>, value: V, version: Option<Version>) {
         let written_at = self.clock.now();
         leader.publish(Outcome::Ok(value.clone()));
         let mut stored = false;
         if leader.begin_write() {
-            match self.set(leader.key(), &Entry::new(value, written_at)).await {
-                Ok(()) => stored = true,
+            let entry = Entry::new(value, written_at);
+            let written = match &version {
+                Some(version) => self.set_if_version(leader.key(), &entry, version).await,
+                None => self.set(leader.key(), &entry).await.map(|()| true),
+            };
+            match written {
+                Ok(true) => stored = true,
+                Ok(false) => incr(&self.stats.stale_writes_refused),
                 Err(e) => self.stats.store_error("set", leader.key(), &e),
             }
         }

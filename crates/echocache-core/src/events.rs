@@ -16,6 +16,7 @@
 //! | a refresh's store lock could not be extended | `WARN` | `key` |
 //! | the refresh dispatcher was restarted (its runtime had shut down) | `WARN` | |
 //! | a refresh could not be queued: its runtime is gone and there is no other | `ERROR` | `key` |
+//! | a load waited for another process's value past its bound and loads itself | `WARN` | `key`, `waited_ms` |
 //! | `shutdown` stopped waiting for refreshes still running past its bound | `WARN` | `waited_ms` |
 //!
 //! All events have the target `echocache`.
@@ -106,4 +107,9 @@ pub(crate) fn refresh_unschedulable(key: &str) {
 pub(crate) fn shutdown_gave_up(waited: Duration) {
     #[cfg(feature = "tracing")]
     tracing::warn!(target: "echocache", waited_ms = waited.as_millis() as u64, "shutdown stopped waiting for refreshes still running");
+}
+
+pub(crate) fn fleet_wait_gave_up(key: &str, waited: Duration) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(target: "echocache", key, waited_ms = waited.as_millis() as u64, "another process's load of this key did not store a value in time; loading here");
 }

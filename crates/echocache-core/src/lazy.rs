@@ -14,8 +14,9 @@ pub use builder::{
 };
 
 use crate::core::Core;
+use crate::fleet::{Accept, Fleet};
 use crate::stats::incr;
-use crate::{Entry, Error, LockToken, Stats, Store, StoreError};
+use crate::{Entry, Error, Stats, Store, StoreError};
 use scheduler::{Job, PendingMark, Scheduled, Scheduler};
 
 /// How far in the future an entry's `written_at` may lie (hosts' clocks differ a little)
@@ -91,7 +92,6 @@ struct Inner<V, S> {
     refresh_after: Duration,
     expire_after: Option<Duration>,
     stale_if_error: Option<Duration>,
-    lock_ttl: Duration,
     scheduler: Scheduler,
 }
 
@@ -222,10 +222,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
             }
         };
         incr(&core.stats.misses);
-        let accept =
-            |entry: &Entry<V>| matches!(self.freshness(entry, refresh_after), Freshness::Fresh);
+        let accept = Accept::FresherThan(refresh_after);
         // Boxed to keep the hit path's future small (see `EchoCache::fetch`).
-        match Box::pin(core.load(key, epoch, loader, accept)).await {
+        match Box::pin(core.load(key, epoch, loader, accept, core.miss_fleet())).await {
             Ok(value) => Ok(value),
             Err(err) => match (old, self.inner.expire_after, self.inner.stale_if_error) {
                 (Some(old), Some(expire), Some(grace))
@@ -252,11 +251,9 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
         E: Send + Sync + 'static,
     {
         let core = &self.inner.core;
-        let lock_ttl = self.inner.lock_ttl;
         let outcome = self.inner.scheduler.schedule(key, |mark| {
             let core = Arc::clone(core);
-            let job: Job =
-                Box::new(move || Box::pin(refresh(core, mark, lock_ttl, refresh_after, loader)));
+            let job: Job = Box::new(move || Box::pin(refresh(core, mark, refresh_after, loader)));
             job
         });
         match outcome {
@@ -359,12 +356,11 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCache<V, S> {
     }
 }
 
-/// One background refresh: the store's lock, a second look, the shared load (with the
-/// lock kept alive while it runs), the unlock.
+/// One background refresh: the store's lock, a second look (with the key's version), the
+/// shared load (with the lock kept alive while it runs), the unlock.
 async fn refresh<V, S, F, Fut, E>(
     core: Arc<Core<V, S>>,
     mark: PendingMark,
-    lock_ttl: Duration,
     refresh_after: Duration,
     loader: F,
 ) where
@@ -375,7 +371,7 @@ async fn refresh<V, S, F, Fut, E>(
     E: Send + Sync + 'static,
 {
     let key = mark.key();
-    let token = match core.try_lock(key, lock_ttl).await {
+    let token = match core.try_lock(key, core.lock_ttl).await {
         Ok(Some(token)) => token,
         Ok(None) => {
             crate::events::refresh_locked_out(key);
@@ -389,15 +385,24 @@ async fn refresh<V, S, F, Fut, E>(
             return;
         }
     };
+    // A foreground miss of this process that finds the lock taken must not wait for it.
+    core.held_here.insert(key);
     // Another process may have refreshed the key while this one waited in the queue.
     let epoch = core.flights.epoch();
-    let is_fresh = |entry: &Entry<V>| entry.age(core.clock.now()) < refresh_after;
-    let already_fresh = matches!(core.get(key).await, Ok(Some(ref e)) if is_fresh(e));
-    if !already_fresh {
-        let load = core.load(key, epoch, loader, is_fresh);
+    let accept = Accept::FresherThan(refresh_after);
+    let version = match core.get_versioned(key).await {
+        Ok((Some(entry), _)) if core.accepts(accept, &entry) => None,
+        Ok((_, version)) => Some(version),
+        Err(e) => {
+            core.stats.store_error("get", key, &e);
+            Some(crate::Version::UNKNOWN)
+        }
+    };
+    if let Some(version) = version {
+        let load = core.load(key, epoch, loader, accept, Fleet::Held(version));
         let outcome = tokio::select! {
             outcome = load => outcome,
-            never = keep_lock(&core, key, &token, lock_ttl) => match never {},
+            never = core.keep_lock(key, &token) => match never {},
         };
         match outcome {
             Ok(_) => incr(&core.stats.refreshes),
@@ -407,40 +412,7 @@ async fn refresh<V, S, F, Fut, E>(
             }
         }
     }
-    if let Err(e) = core.unlock(key, &token).await {
-        core.stats.store_error("unlock", key, &e);
-    }
+    core.held_here.remove(key);
+    core.release(key, &token).await;
     drop(mark);
-}
-
-/// Extends the refresh lock every third of its TTL, for as long as it is polled (the
-/// refresh drops it when the load ends). A loader that blocks its thread past
-/// `load_timeout` keeps the lock this way, on a multi-threaded runtime, so no other
-/// process refreshes the key at the same time. Stops extending once an extension fails
-/// (counted in `refresh_locks_lost`).
-async fn keep_lock<V, S>(
-    core: &Core<V, S>,
-    key: &str,
-    token: &LockToken,
-    lock_ttl: Duration,
-) -> std::convert::Infallible
-where
-    V: Clone + Send + Sync + 'static,
-    S: Store<V>,
-{
-    let period = lock_ttl / 3;
-    loop {
-        tokio::time::sleep(period).await;
-        match core.extend_lock(key, token, lock_ttl).await {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                core.stats.store_error("extend_lock", key, &e);
-                break;
-            }
-        }
-    }
-    crate::events::refresh_lock_lost(key);
-    incr(&core.stats.refresh_locks_lost);
-    std::future::pending().await
 }

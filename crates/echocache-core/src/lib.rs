@@ -30,6 +30,7 @@ mod core;
 mod entry;
 mod error;
 mod events;
+mod fleet;
 mod flight;
 mod guard;
 mod lazy;

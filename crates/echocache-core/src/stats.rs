@@ -60,6 +60,16 @@ pub struct Stats {
     /// Times `LazyEchoCache` restarted its refresh dispatcher on the current runtime
     /// because the runtime it was built in had shut down.
     pub refresh_dispatcher_restarts: u64,
+    /// Loads that found another process loading the key (its store lock taken) and got
+    /// that process's value from the store instead of loading (the fleet-wide
+    /// single-flight).
+    pub fleet_waits: u64,
+    /// Loads that waited for another process's value past `load_timeout` (the holder
+    /// died, failed or is slow) and loaded themselves.
+    pub fleet_wait_timeouts: u64,
+    /// Loaded values not stored because the key was written or invalidated in the store,
+    /// by any process, while they loaded (the store's conditional write refused them).
+    pub stale_writes_refused: u64,
 }
 
 /// Cache-line aligned counter, so that hot counters on different threads don't share a
@@ -164,6 +174,9 @@ pub(crate) struct Counters {
     pub(crate) future_dated_entries: AtomicU64,
     pub(crate) refresh_locks_lost: AtomicU64,
     pub(crate) refresh_dispatcher_restarts: AtomicU64,
+    pub(crate) fleet_waits: AtomicU64,
+    pub(crate) fleet_wait_timeouts: AtomicU64,
+    pub(crate) stale_writes_refused: AtomicU64,
 }
 
 /// Adds one to a plain counter.
@@ -211,6 +224,9 @@ impl Counters {
             future_dated_entries: load(&self.future_dated_entries),
             refresh_locks_lost: load(&self.refresh_locks_lost),
             refresh_dispatcher_restarts: load(&self.refresh_dispatcher_restarts),
+            fleet_waits: load(&self.fleet_waits),
+            fleet_wait_timeouts: load(&self.fleet_wait_timeouts),
+            stale_writes_refused: load(&self.stale_writes_refused),
         }
     }
 }

@@ -29,8 +29,8 @@ async fn fetch_serves_loaded_values_while_the_store_fails() {
         "nothing could be stored, so every fetch loads"
     );
     assert_eq!(
-        stats.store_errors, 6,
-        "one failed get and one failed set per fetch"
+        stats.store_errors, 9,
+        "a failed get, lock (the fleet-wide single-flight) and set per fetch"
     );
     assert_eq!(stats.decode_errors, 0);
 }
@@ -50,12 +50,12 @@ async fn the_circuit_breaker_skips_a_failing_store_after_two_failures() {
     assert_eq!(stats.loads, 3);
     assert_eq!(
         stats.store_errors, 2,
-        "the first fetch's get and set failed"
+        "the first fetch's get and lock (the fleet-wide single-flight) failed"
     );
     assert_eq!(stats.circuit_opens, 1);
     assert_eq!(
-        stats.store_calls_skipped, 4,
-        "two later fetches, get and set each"
+        stats.store_calls_skipped, 7,
+        "the first fetch's set, then get, lock and set of two more"
     );
     assert_eq!(
         cache.store().gets.load(std::sync::atomic::Ordering::SeqCst),
@@ -74,7 +74,11 @@ async fn undecodable_entries_are_counted_and_overwritten() {
         .fetch("k", || async { Ok::<_, Upstream>("fresh".to_string()) })
         .await;
     assert_eq!(v.unwrap(), "fresh");
-    assert_eq!(cache.stats().decode_errors, 1);
+    assert_eq!(
+        cache.stats().decode_errors,
+        2,
+        "the fetch's read and the leader's read after taking the lock"
+    );
     assert_eq!(cache.stats().store_errors, 0);
     assert_eq!(
         cache.store().peek("k").unwrap().value,

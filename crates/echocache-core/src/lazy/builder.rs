@@ -69,6 +69,7 @@ pub struct LazyEchoCacheBuilder<V, S> {
     stale_if_error: Option<Duration>,
     load_timeout: Duration,
     guard: GuardSettings,
+    fleet_single_flight: bool,
     queue_capacity: usize,
     workers: usize,
     clock: Clock,
@@ -83,6 +84,7 @@ impl<V, S> fmt::Debug for LazyEchoCacheBuilder<V, S> {
             .field("stale_if_error", &self.stale_if_error)
             .field("load_timeout", &self.load_timeout)
             .field("guard", &self.guard)
+            .field("fleet_single_flight", &self.fleet_single_flight)
             .field("queue_capacity", &self.queue_capacity)
             .field("workers", &self.workers)
             .field("clock", &self.clock)
@@ -103,6 +105,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCacheBuilder<V, S> {
             stale_if_error: None,
             load_timeout: DEFAULT_LOAD_TIMEOUT,
             guard: GuardSettings::default(),
+            fleet_single_flight: true,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             workers: DEFAULT_WORKERS,
             clock: Clock::system(),
@@ -216,6 +219,21 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCacheBuilder<V, S> {
         }
     }
 
+    /// Whether a foreground load (a missing or expired entry) takes the store's lock
+    /// first; as
+    /// [`EchoCacheBuilder::fleet_single_flight`](crate::EchoCacheBuilder::fleet_single_flight).
+    /// Background refreshes always take it.
+    ///
+    /// # Default
+    ///
+    /// `true`.
+    pub fn fleet_single_flight(self, enabled: bool) -> Self {
+        Self {
+            fleet_single_flight: enabled,
+            ..self
+        }
+    }
+
     /// How many refresh requests may wait; beyond it they are dropped and counted.
     ///
     /// # Default
@@ -293,10 +311,6 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCacheBuilder<V, S> {
         }
         self.guard.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
-        // The lock must outlive the load and the write that follows it.
-        let margin =
-            (self.load_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
-        let lock_ttl = self.load_timeout.saturating_add(margin);
         // A running refresh makes at most four store calls besides its load (lock, read,
         // write, unlock); `shutdown` waits that long and a second more, then gives up.
         let store_calls = self
@@ -307,14 +321,19 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCacheBuilder<V, S> {
             .load_timeout
             .saturating_add(store_calls)
             .saturating_add(Duration::from_secs(1));
-        let core = Core::new(self.store, self.clock, Some(self.load_timeout), self.guard);
+        let core = Core::new(
+            self.store,
+            self.clock,
+            Some(self.load_timeout),
+            self.guard,
+            self.fleet_single_flight,
+        );
         Ok(LazyEchoCache {
             inner: Arc::new(Inner {
                 core: Arc::new(core),
                 refresh_after: self.refresh_after,
                 expire_after: self.expire_after,
                 stale_if_error: self.stale_if_error,
-                lock_ttl,
                 scheduler: Scheduler::start(&runtime, self.queue_capacity, workers, shutdown_bound),
             }),
         })
