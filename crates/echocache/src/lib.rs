@@ -97,7 +97,9 @@ pub mod store {
 
     #[cfg(feature = "nats")]
     #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
-    pub use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
+    pub use echocache_nats::{
+        BucketOptions, ConnectError as NatsConnectError, NatsStore, open_or_create_bucket,
+    };
 }
 
 /// The README's examples, compiled and run as doctests (they need every store).
