@@ -1,5 +1,6 @@
 //! Errors: [`Error`] for fetches, [`StoreError`] for stores, [`BuildError`] for builders.
 
+use std::any::Any;
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
@@ -8,23 +9,44 @@ use std::sync::Arc;
 ///
 /// Every caller that waited on the same load receives the same outcome: the same
 /// `Arc` of the loader's error, or the same panic message.
+///
+/// # Display and source
+///
+/// The message carries the cause (`loader failed: connection refused`). For
+/// [`Error::Load`] the loader's error is formatted with `{:#}`, so an [`anyhow`]-style
+/// error prints its whole chain there (`loader failed: query users: connection refused`).
+/// `Error<E>` implements [`std::error::Error`] for every `E: Debug + Display`, not only for
+/// `E: std::error::Error`: that is what lets `?` turn an `Error<anyhow::Error>` into an
+/// `anyhow::Error` (anyhow's error type is not a `std::error::Error` itself). The price:
+/// [`source`](StdError::source) cannot reach into an arbitrary `E`. It continues the chain
+/// below the loader's error where the type is known at run time (`std::io::Error`,
+/// `Box<dyn Error + Send + Sync>`, `Box<dyn Error + Send>`, `Box<dyn Error>`,
+/// `Arc<dyn Error + Send + Sync>`); for other types the loader's error itself is in the
+/// message and in [`load_error`](Error::load_error), and its own sources are one
+/// `.source()` away from there.
+///
+/// [`anyhow`]: https://docs.rs/anyhow
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use echocache_core::Error;
+///
+/// let err: Error<std::io::Error> = Error::Load(Arc::new(std::io::Error::other("db down")));
+/// assert_eq!(err.to_string(), "loader failed: db down");
+/// ```
 #[non_exhaustive]
-#[derive(thiserror::Error)]
 pub enum Error<E> {
     /// The loader returned an error; the same `Arc` is given to every waiter of that load.
-    #[error("loader failed")]
-    Load(#[source] Arc<E>),
+    Load(Arc<E>),
     /// The loader panicked; every waiter gets the panic message and the cache stays usable.
-    #[error("loader panicked: {0}")]
     LoaderPanicked(String),
     /// The load took longer than the cache's `load_timeout` and was stopped.
-    #[error("load timed out")]
     Timeout,
     /// A loader fetched its own key, directly or through other keys: waiting would deadlock.
-    #[error("recursive load: a loader fetched a key whose load it is part of")]
     RecursiveLoad,
     /// The load's task was stopped before it finished (its runtime shut down).
-    #[error("load aborted before it finished")]
     Aborted,
 }
 
@@ -33,6 +55,57 @@ impl<E> Error<E> {
     pub fn load_error(&self) -> Option<&Arc<E>> {
         match self {
             Error::Load(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// The loader's error as a `dyn Error`, for the types whose error-ness can be seen at run
+/// time (see "Display and source" on [`Error`]).
+fn known_error<E: 'static>(e: &E) -> Option<&(dyn StdError + 'static)> {
+    let any: &dyn Any = e;
+    if let Some(e) = any.downcast_ref::<std::io::Error>() {
+        return Some(e);
+    }
+    if let Some(e) = any.downcast_ref::<Box<dyn StdError + Send + Sync>>() {
+        return Some(&**e);
+    }
+    if let Some(e) = any.downcast_ref::<Box<dyn StdError + Send>>() {
+        return Some(&**e);
+    }
+    if let Some(e) = any.downcast_ref::<Box<dyn StdError>>() {
+        return Some(&**e);
+    }
+    if let Some(e) = any.downcast_ref::<Arc<dyn StdError + Send + Sync>>() {
+        return Some(&**e);
+    }
+    None
+}
+
+impl<E: fmt::Display + 'static> fmt::Display for Error<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Load(e) => match known_error(&**e) {
+                // Its sources follow through `source()`: only its own message here.
+                Some(known) => write!(f, "loader failed: {known}"),
+                // `{:#}`: anyhow and eyre print their whole chain; others ignore the flag.
+                None => write!(f, "loader failed: {e:#}"),
+            },
+            Error::LoaderPanicked(message) => write!(f, "loader panicked: {message}"),
+            Error::Timeout => f.write_str("load timed out: it ran past the load timeout"),
+            Error::RecursiveLoad => {
+                f.write_str("recursive load: a loader fetched a key whose load it is part of")
+            }
+            Error::Aborted => f.write_str("load aborted before it finished: its runtime shut down"),
+        }
+    }
+}
+
+/// Not `E: std::error::Error`: see "Display and source" on [`Error`].
+impl<E: fmt::Debug + fmt::Display + 'static> StdError for Error<E> {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Error::Load(e) => known_error(&**e).and_then(StdError::source),
             _ => None,
         }
     }
@@ -223,13 +296,47 @@ mod tests {
     struct DbDown;
 
     #[test]
-    fn load_error_exposes_the_loader_error_as_source() {
+    fn load_error_carries_the_loader_error_in_its_message() {
         let err: Error<DbDown> = Error::Load(Arc::new(DbDown));
-        assert_eq!(err.to_string(), "loader failed");
-        assert_eq!(
-            err.source().map(|s| s.to_string()).as_deref(),
-            Some("db down")
-        );
+        assert_eq!(err.to_string(), "loader failed: db down");
+        // The cause is in the message, not repeated as a source.
+        assert!(err.source().is_none());
+        let err: Error<&str> = Error::Load(Arc::new("not found"));
+        assert_eq!(err.to_string(), "loader failed: not found");
+    }
+
+    #[test]
+    fn known_error_types_continue_the_chain_through_source() {
+        let io = std::io::Error::other(DbDown);
+        let err: Error<std::io::Error> = Error::Load(Arc::new(io));
+        assert_eq!(err.to_string(), "loader failed: db down");
+        #[derive(Debug, thiserror::Error)]
+        #[error("query failed")]
+        struct Query(#[source] DbDown);
+        let boxed: Box<dyn StdError + Send + Sync> = Box::new(Query(DbDown));
+        let err: Error<Box<dyn StdError + Send + Sync>> = Error::Load(Arc::new(boxed));
+        assert_eq!(err.to_string(), "loader failed: query failed");
+        assert_eq!(err.source().unwrap().to_string(), "db down");
+    }
+
+    #[test]
+    fn every_variant_says_why() {
+        for (err, message) in [
+            (
+                Error::<DbDown>::Timeout,
+                "load timed out: it ran past the load timeout",
+            ),
+            (
+                Error::LoaderPanicked("boom".into()),
+                "loader panicked: boom",
+            ),
+            (
+                Error::Aborted,
+                "load aborted before it finished: its runtime shut down",
+            ),
+        ] {
+            assert_eq!(err.to_string(), message);
+        }
     }
 
     #[test]
