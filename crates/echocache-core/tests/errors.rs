@@ -90,8 +90,7 @@ async fn a_boxed_loader_error_continues_the_chain_through_source() {
     let err = cache
         .fetch("k", || async {
             let inner = std::io::Error::other("connection reset");
-            let outer: Box<dyn StdError + Send + Sync> =
-                Box::new(std::io::Error::new(std::io::ErrorKind::Other, inner));
+            let outer: Box<dyn StdError + Send + Sync> = Box::new(std::io::Error::other(inner));
             Err::<String, _>(outer)
         })
         .await

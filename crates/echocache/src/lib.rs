@@ -56,11 +56,12 @@
 //! | `nats` | no | `store::NatsStore`, over NATS JetStream KV with `async-nats` |
 //! | `full` | no | all of the above |
 
+pub use echocache_core::DynStore;
 pub use echocache_core::{
-    BuildError, CLOCK_SKEW_ALLOWANCE, Clock, DEFAULT_BREAKER_COOL_DOWN, DEFAULT_BREAKER_THRESHOLD,
-    DEFAULT_LOAD_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER, DEFAULT_STORE_TIMEOUT,
-    DEFAULT_WORKERS, EchoCache, EchoCacheBuilder, Entry, Error, LazyEchoCache,
-    LazyEchoCacheBuilder, LockToken, ManualClock, Stats, Store, StoreError,
+    BoxStore, BuildError, CLOCK_SKEW_ALLOWANCE, Clock, DEFAULT_BREAKER_COOL_DOWN,
+    DEFAULT_BREAKER_THRESHOLD, DEFAULT_LOAD_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER,
+    DEFAULT_STORE_TIMEOUT, DEFAULT_WORKERS, EchoCache, EchoCacheBuilder, Entry, Error,
+    LazyEchoCache, LazyEchoCacheBuilder, LockToken, ManualClock, Stats, Store, StoreError, Version,
 };
 
 /// The codecs of the remote stores' envelope (features `redis` and `nats`).
