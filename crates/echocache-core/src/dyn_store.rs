@@ -16,6 +16,10 @@ use futures::future::BoxFuture;
 
 use crate::{Entry, LockToken, Store, StoreError, Version};
 
+/// What [`DynStore::get_versioned`] resolves to: the entry, if any, and the
+/// version it was read at.
+pub type VersionedRead<V> = Result<(Option<Entry<V>>, Version), StoreError>;
+
 /// The object-safe form of [`Store`]: the same methods, returning boxed futures.
 ///
 /// Implemented for every `S: Store<V>`; there is no need to implement it by hand. Use it
@@ -51,10 +55,7 @@ pub trait DynStore<V>: Send + Sync + 'static {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// [`Store::get_versioned`].
-    fn get_versioned<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<(Option<Entry<V>>, Version), StoreError>>;
+    fn get_versioned<'a>(&'a self, key: &'a str) -> BoxFuture<'a, VersionedRead<V>>;
     /// [`Store::set_if_version`].
     fn set_if_version<'a>(
         &'a self,
@@ -112,10 +113,7 @@ impl<V: 'static, S: Store<V>> DynStore<V> for S {
         Box::pin(Store::extend_lock(self, key, token, ttl))
     }
 
-    fn get_versioned<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<(Option<Entry<V>>, Version), StoreError>> {
+    fn get_versioned<'a>(&'a self, key: &'a str) -> BoxFuture<'a, VersionedRead<V>> {
         Box::pin(Store::get_versioned(self, key))
     }
 

@@ -47,7 +47,7 @@ pub mod test_util;
 
 pub use cache::{DEFAULT_LOAD_TIMEOUT, EchoCache, EchoCacheBuilder};
 pub use clock::{Clock, ManualClock};
-pub use dyn_store::{BoxStore, DynStore};
+pub use dyn_store::{BoxStore, DynStore, VersionedRead};
 pub use entry::Entry;
 pub use error::{BuildError, Error, StoreError};
 pub use guard::{DEFAULT_BREAKER_COOL_DOWN, DEFAULT_BREAKER_THRESHOLD, DEFAULT_STORE_TIMEOUT};
