@@ -1,13 +1,17 @@
-//! Helpers shared by the two binaries of this package:
+//! Helpers shared by the binaries of this package:
 //!
 //! - `echocache-chaos`: a bounded load on `EchoCache` and `LazyEchoCache` over Redis and
-//!   NATS while the servers are killed and restarted (by `cargo xtask chaos`), checking
-//!   every value it gets back;
+//!   NATS while the servers are killed and restarted, or stalled and resumed (by
+//!   `cargo xtask chaos`), checking every value it gets back;
 //! - `echocache-soak`: a bounded soak of `LazyEchoCache` over `LruStore` with a churning
 //!   key set and an overflowing refresh queue, checking that memory and the in-flight and
 //!   pending counts stay flat (`cargo xtask soak`).
 //!
 //! See `docs/ARCHITECTURE.md`, section "Chaos and soak".
+
+mod latency;
+
+pub use latency::{Latencies, Summary, latency};
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -4,9 +4,11 @@
 //! - `chaos --seconds N` (default 60) starts its own `redis-server` and `nats-server -js`
 //!   on free ports of 127.0.0.1 (never the shared servers), with their data in a temporary
 //!   folder removed at the end; runs the `echocache-chaos` load against them; and, owning
-//!   the server processes, kills (SIGKILL) and restarts them in turn during the run,
-//!   telling the load about each fault on its stdin (`down redis`, `up redis`, …) so that
-//!   it can measure the time to recover. The report is printed and written to
+//!   the server processes, injects faults in turn during the run: kills (SIGKILL) and
+//!   restarts, and stalls (SIGSTOP for a few seconds, sockets left open, then SIGCONT).
+//!   It tells the load about each fault on its stdin (`down redis`, `up redis`,
+//!   `stall nats`, `resume nats`, …) so that it can measure the time to recover and the
+//!   fetch latency in each phase. The report is printed and written to
 //!   `target/echocache-chaos/report.md`.
 //! - `soak --seconds N` (default 120) runs `echocache-soak`, which needs no server; its
 //!   report goes to `target/echocache-chaos/soak.md`.
@@ -25,15 +27,52 @@ use std::time::{Duration, Instant};
 
 use crate::services::{Kind, Nats, Redis, free_port, wait_until_up};
 
-/// How many faults a run injects, alternating Redis and NATS: one every `N / (FAULTS + 1)`
-/// seconds, so that the last restart leaves time to recover before the load ends.
-const FAULTS: u32 = 6;
+/// How many faults a run injects, alternating Redis and NATS, two kills then two stalls
+/// (see [`Fault::nth`]): one every `N / (FAULTS + 1)` seconds, so that the last restart or
+/// SIGCONT leaves time to recover before the load ends.
+const FAULTS: u32 = 8;
+
+/// One fault of the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fault {
+    on_redis: bool,
+    /// SIGSTOP then SIGCONT; otherwise SIGKILL then a restart.
+    stall: bool,
+}
+
+impl Fault {
+    /// The `i`-th fault (from 1): Redis on odd `i`, NATS on even; kills for `i` in 1..=2,
+    /// stalls for 3..=4, and so on, so that each server is killed and stalled in turn.
+    fn nth(i: u32) -> Self {
+        Self {
+            on_redis: i % 2 == 1,
+            stall: (i - 1) / 2 % 2 == 1,
+        }
+    }
+
+    fn server(self) -> &'static str {
+        if self.on_redis { "redis" } else { "nats" }
+    }
+
+    /// The lines the load reads on stdin when the fault begins and ends.
+    fn events(self) -> (String, String) {
+        let (begin, end) = if self.stall {
+            ("stall", "resume")
+        } else {
+            ("down", "up")
+        };
+        (
+            format!("{begin} {}", self.server()),
+            format!("{end} {}", self.server()),
+        )
+    }
+}
 
 /// `cargo xtask chaos [--seconds N]`.
 pub(crate) fn chaos(args: &[String]) -> Result<(), String> {
     let seconds = seconds(args, 60)?;
     if seconds < 10 {
-        return Err("chaos needs `--seconds` of at least 10 (faults every N/7 s)".into());
+        return Err("chaos needs `--seconds` of at least 10 (faults every N/9 s)".into());
     }
     crate::cargo(&["build", "--release", "-p", "echocache-chaos"], &[])?;
     let binary = release_binary("echocache-chaos")?;
@@ -96,48 +135,70 @@ pub(crate) fn chaos(args: &[String]) -> Result<(), String> {
         let downtime = interval
             .mul_f64(0.3)
             .clamp(Duration::from_millis(500), Duration::from_secs(3));
+        // "A few seconds": long enough for the caches' circuit breakers to open and probe
+        // (1 s cool-down) a couple of times.
+        let stall_time = interval
+            .mul_f64(0.45)
+            .clamp(Duration::from_secs(1), Duration::from_secs(4));
         let mut notes = Vec::new();
         for i in 1..=FAULTS {
             if !sleep_while_running(&mut load, ready + interval * i)? {
                 break;
             }
-            let on_redis = i % 2 == 1;
-            let name = if on_redis { "redis" } else { "nats" };
-            if on_redis {
-                redis.kill();
+            let fault = Fault::nth(i);
+            let name = fault.server();
+            let server: &mut dyn Faulty = if fault.on_redis {
+                &mut redis
             } else {
-                nats.kill();
-            }
-            let _ = writeln!(events, "down {name}");
-            let _ = events.flush();
-            eprintln!(
-                "xtask: fault {i}/{FAULTS}: killed {name} (SIGKILL) at {:.1} s",
-                ready.elapsed().as_secs_f64()
-            );
-            if !sleep_while_running(&mut load, Instant::now() + downtime)? {
-                break;
-            }
-            let restarted = if on_redis {
-                redis.spawn()
-            } else {
-                nats.spawn()
+                &mut nats
             };
-            let _ = writeln!(events, "up {name}");
+            let (begin, end) = fault.events();
+            let what = if fault.stall {
+                server.stall()
+            } else {
+                server.kill();
+                Ok(())
+            };
+            if let Err(e) = what {
+                notes.push(format!("fault {i} on {name} failed: {e}"));
+                eprintln!("xtask: fault {i} on {name} failed: {e}");
+                continue;
+            }
+            let _ = writeln!(events, "{begin}");
             let _ = events.flush();
             eprintln!(
-                "xtask: fault {i}/{FAULTS}: restarted {name} at {:.1} s",
+                "xtask: fault {i}/{FAULTS}: {} {name} at {:.1} s",
+                if fault.stall {
+                    "stalled (SIGSTOP)"
+                } else {
+                    "killed (SIGKILL)"
+                },
                 ready.elapsed().as_secs_f64()
             );
-            let up = restarted.and_then(|()| {
-                if on_redis {
-                    redis.wait_up()
-                } else {
-                    nats.wait_up()
-                }
-            });
+            let hold = if fault.stall { stall_time } else { downtime };
+            let running = sleep_while_running(&mut load, Instant::now() + hold)?;
+            // A stalled server is resumed even when the load ended meanwhile.
+            let back = if fault.stall {
+                server.resume()
+            } else if running {
+                server.spawn()
+            } else {
+                break;
+            };
+            let _ = writeln!(events, "{end}");
+            let _ = events.flush();
+            eprintln!(
+                "xtask: fault {i}/{FAULTS}: {} {name} at {:.1} s",
+                if fault.stall { "resumed" } else { "restarted" },
+                ready.elapsed().as_secs_f64()
+            );
+            let up = back.and_then(|()| server.wait_up());
             if let Err(e) = up {
-                notes.push(format!("restart {i} of {name} failed: {e}"));
-                eprintln!("xtask: restart {i} of {name} failed: {e}");
+                notes.push(format!("fault {i} on {name}: not back: {e}"));
+                eprintln!("xtask: fault {i} on {name}: not back: {e}");
+            }
+            if !running {
+                break;
             }
         }
         // The load stops by itself; past the bound it is stuck.
@@ -359,6 +420,56 @@ impl<K: Kind> OwnServer<K> {
             let _ = child.wait();
         }
     }
+
+    /// Sends `signal` (`-STOP`, `-CONT`) to the server process with kill(1).
+    fn signal(&self, signal: &str) -> Result<(), String> {
+        let child = self.child.as_ref().ok_or("the server is not running")?;
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .map_err(|e| format!("kill(1): {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill {signal} {} failed ({status})", child.id()))
+        }
+    }
+}
+
+/// What the fault schedule does to a server, whichever it is.
+trait Faulty {
+    /// SIGKILL, then reap.
+    fn kill(&mut self);
+    /// Starts the server again (same port, same data).
+    fn spawn(&mut self) -> Result<(), String>;
+    /// Waits (bounded) until it answers.
+    fn wait_up(&mut self) -> Result<(), String>;
+    /// SIGSTOP: the process stops, its sockets stay open, nothing answers.
+    fn stall(&mut self) -> Result<(), String>;
+    /// SIGCONT.
+    fn resume(&mut self) -> Result<(), String>;
+}
+
+impl<K: Kind> Faulty for OwnServer<K> {
+    fn kill(&mut self) {
+        OwnServer::kill(self);
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        OwnServer::spawn(self)
+    }
+
+    fn wait_up(&mut self) -> Result<(), String> {
+        OwnServer::wait_up(self)
+    }
+
+    fn stall(&mut self) -> Result<(), String> {
+        self.signal("-STOP")
+    }
+
+    fn resume(&mut self) -> Result<(), String> {
+        self.signal("-CONT")
+    }
 }
 
 impl<K> Drop for OwnServer<K> {
@@ -383,5 +494,33 @@ mod tests {
         assert!(seconds(&args(&["--seconds"]), 60).is_err());
         assert!(seconds(&args(&["--seconds", "x"]), 60).is_err());
         assert!(seconds(&args(&["--other"]), 60).is_err());
+    }
+
+    #[test]
+    fn each_server_is_killed_and_stalled_in_turn() {
+        let faults: Vec<(&str, bool)> = (1..=FAULTS)
+            .map(Fault::nth)
+            .map(|f| (f.server(), f.stall))
+            .collect();
+        assert_eq!(
+            faults,
+            [
+                ("redis", false),
+                ("nats", false),
+                ("redis", true),
+                ("nats", true),
+                ("redis", false),
+                ("nats", false),
+                ("redis", true),
+                ("nats", true),
+            ]
+        );
+        let (begin, end) = Fault::nth(4).events();
+        assert_eq!(
+            (begin.as_str(), end.as_str()),
+            ("stall nats", "resume nats")
+        );
+        let (begin, end) = Fault::nth(1).events();
+        assert_eq!((begin.as_str(), end.as_str()), ("down redis", "up redis"));
     }
 }

@@ -1,0 +1,185 @@
+//! The four caches under load (`EchoCache` and `LazyEchoCache` on Redis and on NATS), the
+//! value they hold, and the clients they use.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use echocache_core::{EchoCache, Error, LazyEchoCache, Stats, Store, StoreError};
+use echocache_nats::NatsStore;
+use echocache_redis::RedisStore;
+use echocache_redis::fred::prelude::{
+    Builder, Client as RedisClient, ClientLike, Config, ReconnectPolicy,
+};
+use serde::{Deserialize, Serialize};
+
+/// fred's `default_command_timeout`, as the echocache-redis docs recommended for clients of
+/// one's own (the caches bound their store calls tighter, at their store timeout).
+pub(crate) const REDIS_COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+/// async-nats: the JetStream request timeout and the client's request timeout.
+pub(crate) const NATS_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The cached value: the key it belongs to and the version the loader read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Versioned {
+    pub(crate) key: String,
+    pub(crate) version: u64,
+    /// When the loader read the version, in ms since the load started (diagnostics).
+    pub(crate) loaded_at_ms: u64,
+}
+
+/// The loaders' error type; the loaders never fail, the stores do.
+#[derive(Debug)]
+pub(crate) struct LoadFailed;
+
+impl std::fmt::Display for LoadFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("load failed")
+    }
+}
+
+impl std::error::Error for LoadFailed {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Redis,
+    Nats,
+}
+
+impl Backend {
+    pub(crate) const ALL: [Backend; 2] = [Backend::Redis, Backend::Nats];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Backend::Redis => "redis",
+            Backend::Nats => "nats",
+        }
+    }
+
+    /// The indexes of its two caches (EchoCache, LazyEchoCache) in [`NAMES`].
+    pub(crate) fn caches(self) -> [usize; 2] {
+        match self {
+            Backend::Redis => [0, 1],
+            Backend::Nats => [2, 3],
+        }
+    }
+}
+
+pub(crate) const CACHES: usize = 4;
+pub(crate) const NAMES: [&str; CACHES] = [
+    "redis/EchoCache",
+    "redis/LazyEchoCache",
+    "nats/EchoCache",
+    "nats/LazyEchoCache",
+];
+
+/// The four caches under load.
+pub(crate) enum Cache {
+    RedisEcho(EchoCache<Versioned, RedisStore<Versioned>>),
+    RedisLazy(LazyEchoCache<Versioned, RedisStore<Versioned>>),
+    NatsEcho(EchoCache<Versioned, NatsStore<Versioned>>),
+    NatsLazy(LazyEchoCache<Versioned, NatsStore<Versioned>>),
+}
+
+/// Runs `$body` with `$c` bound to whichever cache `$cache` is.
+macro_rules! each {
+    ($cache:expr, $c:ident => $body:expr) => {
+        match $cache {
+            Cache::RedisEcho($c) => $body,
+            Cache::RedisLazy($c) => $body,
+            Cache::NatsEcho($c) => $body,
+            Cache::NatsLazy($c) => $body,
+        }
+    };
+}
+
+pub(crate) type LoadFuture = Pin<Box<dyn Future<Output = Result<Versioned, LoadFailed>> + Send>>;
+
+impl Cache {
+    pub(crate) async fn fetch(
+        &self,
+        key: &str,
+        loader: impl FnOnce() -> LoadFuture + Send + 'static,
+    ) -> Result<Versioned, Error<LoadFailed>> {
+        each!(self, c => c.fetch(key, loader).await)
+    }
+
+    /// A read through the cache: bounded by its store timeout, skipped while its circuit
+    /// breaker is open.
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        each!(self, c => c.get(key).await)
+    }
+
+    pub(crate) async fn invalidate(&self, key: &str) -> Result<(), StoreError> {
+        each!(self, c => c.invalidate(key).await)
+    }
+
+    /// One read straight from the store, past the cache's timeout and breaker: whether
+    /// the server answers the client again.
+    pub(crate) async fn probe(&self, key: &str) -> Result<(), StoreError> {
+        each!(self, c => c.store().get(key).await.map(drop))
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        each!(self, c => c.stats())
+    }
+
+    pub(crate) fn loads_in_flight(&self) -> usize {
+        each!(self, c => c.loads_in_flight())
+    }
+
+    pub(crate) fn refreshes_pending(&self) -> usize {
+        match self {
+            Cache::RedisLazy(c) => c.refreshes_pending(),
+            Cache::NatsLazy(c) => c.refreshes_pending(),
+            _ => 0,
+        }
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        match self {
+            Cache::RedisLazy(c) => c.shutdown().await,
+            Cache::NatsLazy(c) => c.shutdown().await,
+            _ => {}
+        }
+    }
+}
+
+pub(crate) async fn redis_client(url: &str) -> Result<RedisClient, String> {
+    // Reconnect for ever, time commands out.
+    let config = Config {
+        fail_fast: false,
+        ..Config::from_url(url).map_err(|e| format!("redis url: {e}"))?
+    };
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+            c.max_command_attempts = 2;
+        })
+        .with_performance_config(|c| c.default_command_timeout = REDIS_COMMAND_TIMEOUT)
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()
+        .map_err(|e| format!("redis client: {e}"))?;
+    match tokio::time::timeout(Duration::from_secs(10), client.init()).await {
+        Ok(Ok(_)) => Ok(client),
+        Ok(Err(e)) => Err(format!("cannot connect to Redis at {url}: {e}")),
+        Err(_) => Err(format!("no answer from Redis at {url} within 10 s")),
+    }
+}
+
+pub(crate) async fn nats_context(url: &str) -> Result<async_nats::jetstream::Context, String> {
+    let client = tokio::time::timeout(
+        Duration::from_secs(10),
+        async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(2))
+            .request_timeout(Some(NATS_REQUEST_TIMEOUT))
+            .connect(url),
+    )
+    .await
+    .map_err(|_| format!("no answer from NATS at {url} within 10 s"))?
+    .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
+    Ok(async_nats::jetstream::ContextBuilder::new()
+        .timeout(NATS_REQUEST_TIMEOUT)
+        .build(client))
+}
