@@ -112,6 +112,22 @@
 //! it did. Every loop is bounded (three attempts) and nothing recurses.
 //! Deadlines compare the wall clocks of different hosts: keep them synchronised.
 //!
+//! # Ordered writes
+//!
+//! A value a cache loaded is written with [`set_if_version`](echocache_core::Store::set_if_version):
+//! a KV `update` carrying the key's revision read before the load began (0 when the key
+//! never held a message). JetStream refuses it when anyone wrote, deleted or purged the
+//! key since, so a load in one process never lands over an `insert` or an `invalidate`
+//! another process made while it ran: the write is refused (counted in
+//! `stats().stale_writes_refused`) and the next fetch reads (or loads) the newer state.
+//! `remove` purges the key, which leaves a purge marker with a new revision (the marker
+//! is what a `create` would ignore, so the check is an `update` at revision 0, never a
+//! `create`). With the `server-2-11` feature and a per-message TTL, the same check is the
+//! publish's expected last subject sequence.
+//!
+//! `insert` and `invalidate` themselves write unconditionally (last writer wins, in the
+//! stream's order).
+//!
 //! # Outages
 //!
 //! The caches bound every store call with their store timeout and skip a failing store

@@ -9,7 +9,7 @@ use async_nats::jetstream::{self as js, kv};
 use echocache_core::codec::{
     Codec, DEFAULT_MAX_VALUE_BYTES, MessagePack, decode_entry, encode_entry,
 };
-use echocache_core::{BuildError, Entry, LockToken, Store, StoreError};
+use echocache_core::{BuildError, Entry, LockToken, Store, StoreError, Version};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -441,6 +441,50 @@ fn unframe_hashed<'a>(key: &str, bytes: &'a [u8]) -> Result<Option<&'a [u8]>, St
     Ok((stored_key == key.as_bytes()).then_some(envelope))
 }
 
+impl<V, C> NatsStore<V, C>
+where
+    V: Serialize + DeserializeOwned,
+    C: Codec,
+{
+    /// The entry the bytes stored for `key` hold (`None` for another key's entry with
+    /// the same hash, or one older than the store's `ttl`).
+    fn entry_of(
+        &self,
+        key: &str,
+        hashed: bool,
+        bytes: &[u8],
+    ) -> Result<Option<Entry<V>>, StoreError> {
+        let envelope = if hashed {
+            match unframe_hashed(key, bytes)? {
+                Some(envelope) => envelope,
+                // Another key with the same hash: for this key, a miss.
+                None => return Ok(None),
+            }
+        } else {
+            bytes
+        };
+        let entry: Entry<V> = decode_entry(&self.codec, envelope, self.max_value_bytes)?;
+        if let Some(ttl) = self.ttl
+            && entry.age(SystemTime::now()) >= ttl
+        {
+            return Ok(None);
+        }
+        Ok(Some(entry))
+    }
+
+    /// The bucket key for `key` and the bytes stored there for `entry`.
+    fn stored(&self, key: &str, entry: &Entry<V>) -> Result<(String, bytes::Bytes), StoreError> {
+        let (data_key, hashed) = self.keys.data_key(key);
+        let envelope = encode_entry(&self.codec, entry, self.max_value_bytes)?;
+        let bytes = if hashed {
+            frame_hashed(key, &envelope)
+        } else {
+            envelope
+        };
+        Ok((data_key, bytes.into()))
+    }
+}
+
 impl<V, C> Store<V> for NatsStore<V, C>
 where
     V: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -454,36 +498,89 @@ where
             .bucket
             .run(|kv| async move { kv.get(data_key).await.map_err(StoreError::backend) })
             .await?;
-        let Some(bytes) = read else {
-            return Ok(None);
-        };
-        let envelope = if hashed {
-            match unframe_hashed(key, &bytes)? {
-                Some(envelope) => envelope,
-                // Another key with the same hash: for this key, a miss.
-                None => return Ok(None),
-            }
-        } else {
-            &bytes[..]
-        };
-        let entry: Entry<V> = decode_entry(&self.codec, envelope, self.max_value_bytes)?;
-        if let Some(ttl) = self.ttl
-            && entry.age(SystemTime::now()) >= ttl
-        {
-            return Ok(None);
+        match read {
+            Some(bytes) => self.entry_of(key, hashed, &bytes),
+            None => Ok(None),
         }
-        Ok(Some(entry))
+    }
+
+    /// The entry and the key's revision in the bucket (that of a delete or purge marker
+    /// too; 0 for a key never written), for [`set_if_version`](Store::set_if_version).
+    async fn get_versioned(&self, key: &str) -> Result<(Option<Entry<V>>, Version), StoreError> {
+        let (data_key, hashed) = self.keys.data_key(key);
+        let data_key = data_key.as_str();
+        let read = self
+            .bucket
+            .run(|kv| async move { kv.entry(data_key).await.map_err(StoreError::backend) })
+            .await?;
+        let Some(read) = read else {
+            return Ok((None, Version::revision(0)));
+        };
+        let entry = match read.operation {
+            kv::Operation::Put => self.entry_of(key, hashed, &read.value)?,
+            kv::Operation::Delete | kv::Operation::Purge => None,
+        };
+        Ok((entry, Version::revision(read.revision)))
+    }
+
+    /// A revision-checked write (`update` with the revision read, which for 0 means "no
+    /// message for this key"): refused, `false`, when anyone wrote, deleted or purged the
+    /// key since. [`Version::UNKNOWN`] (or a version this store did not make) writes as
+    /// `set` does.
+    async fn set_if_version(
+        &self,
+        key: &str,
+        entry: &Entry<V>,
+        version: &Version,
+    ) -> Result<bool, StoreError> {
+        let Some(revision) = version.as_revision() else {
+            return self.set(key, entry).await.map(|()| true);
+        };
+        let (data_key, bytes) = self.stored(key, entry)?;
+        let data_key = data_key.as_str();
+        let bytes = &bytes;
+        #[cfg(feature = "server-2-11")]
+        if let (Some(ttl), Some(js)) = (self.ttl, &self.server_ttl) {
+            let remaining = ttl.saturating_sub(entry.age(SystemTime::now()));
+            return self
+                .bucket
+                .run(|kv| async move {
+                    let subject = format!("{}{data_key}", kv.prefix);
+                    let message = async_nats::jetstream::message::PublishMessage::build()
+                        .payload(bytes.clone())
+                        .expected_last_subject_sequence(revision)
+                        .ttl(server_ttl_secs(remaining));
+                    let ack = js
+                        .send_publish(subject, message)
+                        .await
+                        .map_err(StoreError::backend)?
+                        .await;
+                    match ack {
+                        Ok(_) => Ok(true),
+                        Err(e)
+                            if e.kind()
+                                == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+                        {
+                            Ok(false)
+                        }
+                        Err(e) => Err(StoreError::backend(e)),
+                    }
+                })
+                .await;
+        }
+        self.bucket
+            .run(|kv| async move {
+                match kv.update(data_key, bytes.clone(), revision).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+                    Err(e) => Err(StoreError::backend(e)),
+                }
+            })
+            .await
     }
 
     async fn set(&self, key: &str, entry: &Entry<V>) -> Result<(), StoreError> {
-        let (data_key, hashed) = self.keys.data_key(key);
-        let envelope = encode_entry(&self.codec, entry, self.max_value_bytes)?;
-        let bytes: bytes::Bytes = if hashed {
-            frame_hashed(key, &envelope)
-        } else {
-            envelope
-        }
-        .into();
+        let (data_key, bytes) = self.stored(key, entry)?;
         let data_key = data_key.as_str();
         let bytes = &bytes;
         #[cfg(feature = "server-2-11")]

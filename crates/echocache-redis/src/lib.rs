@@ -44,6 +44,7 @@
 //! |---|---|
 //! | `{prefix}:v:{key}` | the entry: the [envelope](echocache_core::codec) (version, codec, `written_at`, value), with `PX ttl` |
 //! | `{prefix}:l:{key}` | the refresh lock: a random owner token, with `PX lock_ttl` |
+//! | `{prefix}:v:{key}` after `remove` | a tombstone (`\xff` `echocache:tombstone:` token), with `PX tombstone_ttl`: read as a miss |
 //!
 //! Data and locks live in distinct namespaces, so a user key such as `l:x` never touches
 //! the lock of `x`. The prefix is checked when the store is made (non-empty, at most 256
@@ -51,6 +52,25 @@
 //! two stores with different prefixes never share a key. Every command names one key:
 //! the store works on Redis Cluster, and spreads over its slots (a `{hash tag}` in the
 //! prefix would pin every key to one slot).
+//!
+//! # Ordered writes
+//!
+//! A value a cache loaded is written with [`set_if_version`](echocache_core::Store::set_if_version):
+//! one Lua compare-and-set on the data key, which writes only if the key still holds the
+//! bytes read before the load began (or is still absent). So a load in one process never
+//! lands over an `insert` or an `invalidate` another process made while it ran: its write
+//! is refused (counted in `stats().stale_writes_refused`) and the next fetch reads (or
+//! loads) the newer state. For this to cover removals, the native format's `remove`
+//! leaves a tombstone for [`tombstone_ttl`](RedisStore::tombstone_ttl) (60 s by default,
+//! above the caches' 30 s `load_timeout`) instead of deleting the key.
+//!
+//! The Go formats order writes over writes the same way (the compare is on bytes, which
+//! Go's JSON carries), but `remove` is a `DEL`, as the Go echocache does and expects: an
+//! `invalidate` of a key that was absent when another process's load began cannot be told
+//! from "still absent", and that load may still write its value after the invalidation.
+//!
+//! `insert` and `invalidate` themselves write unconditionally (last writer wins, by the
+//! order Redis receives them).
 //!
 //! # Resilience
 //!
@@ -243,4 +263,4 @@ pub use echocache_core::codec::{Codec, DEFAULT_MAX_VALUE_BYTES, Json, MessagePac
 /// The fred crate this store is built on, re-exported so that your client comes from the
 /// same version.
 pub use fred;
-pub use store::{RedisConnection, RedisStore};
+pub use store::{DEFAULT_TOMBSTONE_TTL, RedisConnection, RedisStore};

@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use echocache_core::LockToken;
+use fred::bytes::Bytes;
 use fred::error::Error as FredError;
 use fred::interfaces::{KeysInterface, LuaInterface};
 use fred::types::{Expiration, SetOptions, Value};
@@ -41,6 +42,15 @@ pub(crate) const UNLOCK: Script = Script {
 pub(crate) const EXTEND: Script = Script {
     source: "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end",
     sha1: "9136fcf51831e5cf49f109b6e9c97d5b675280d6",
+};
+
+/// Writes `ARGV[2]` to `KEYS[1]` with the `SET` options in `ARGV[3..]` (the expiry)
+/// only if the key still holds the bytes `ARGV[1]` (`""` for a key that was absent), and
+/// returns 1; 0 when the key changed since it was read. The compare-and-set behind
+/// `RedisStore::set_if_version`.
+pub(crate) const SET_IF_UNCHANGED: Script = Script {
+    source: "local cur = redis.call('get', KEYS[1]) if (cur == false and ARGV[1] == '') or cur == ARGV[1] then redis.call('set', KEYS[1], ARGV[2], unpack(ARGV, 3)) return 1 end return 0",
+    sha1: "f38289f70993d7f127042942e2f1cf1d2f3fa7e5",
 };
 
 impl Script {
@@ -108,6 +118,31 @@ pub(crate) async fn try_lock(
         .await?;
     // `OK` when set, nil when the key exists.
     Ok((!reply.is_null()).then_some(token))
+}
+
+/// Writes `bytes` to `key` with `expiry` if the key still holds `expected` (empty: absent);
+/// whether it wrote.
+pub(crate) async fn set_if_unchanged(
+    client: &Commands,
+    key: String,
+    expected: &[u8],
+    bytes: Vec<u8>,
+    expiry: &Expiration,
+) -> Result<bool, FredError> {
+    let mut args = vec![
+        Value::Bytes(Bytes::copy_from_slice(expected)),
+        Value::Bytes(Bytes::from(bytes)),
+    ];
+    let (option, amount) = match *expiry {
+        Expiration::EX(n) => ("EX", Some(n)),
+        Expiration::PX(n) => ("PX", Some(n)),
+        Expiration::EXAT(n) => ("EXAT", Some(n)),
+        Expiration::PXAT(n) => ("PXAT", Some(n)),
+        Expiration::KEEPTTL => ("KEEPTTL", None),
+    };
+    args.push(Value::from(option));
+    args.extend(amount.map(Value::from));
+    Ok(SET_IF_UNCHANGED.run(client, key, args).await? == 1)
 }
 
 /// Deletes the lock if `token` still owns it; a lock that expired or changed owner is left
@@ -181,6 +216,7 @@ mod tests {
             assert!(!script.source.contains("KEYS[2]"));
             assert_eq!(script.sha1.len(), 40);
         }
+        assert!(!SET_IF_UNCHANGED.source.contains("KEYS[2]"));
     }
 
     #[tokio::test]
@@ -194,7 +230,7 @@ mod tests {
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
         let client = Client::new(Config::from_url(&url).unwrap(), None, None, None);
         client.init().await.expect("connect to redis");
-        for script in [&UNLOCK, &EXTEND] {
+        for script in [&UNLOCK, &EXTEND, &SET_IF_UNCHANGED] {
             let sha1: String = client.script_load(script.source).await.unwrap();
             assert_eq!(sha1, script.sha1, "{}", script.source);
         }

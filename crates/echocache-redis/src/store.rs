@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use echocache_core::codec::{Codec, DEFAULT_MAX_VALUE_BYTES, Json, MessagePack};
 use echocache_core::codec::{decode_entry, encode_entry};
-use echocache_core::{BuildError, Entry, LockToken, Store, StoreError};
+use echocache_core::{BuildError, Entry, LockToken, Store, StoreError, Version};
 use fred::bytes::Bytes;
 use fred::clients::{Client, Pool, WithOptions};
 use fred::error::Error as FredError;
@@ -199,8 +199,20 @@ pub struct RedisStore<V, C = MessagePack> {
     ttl_ms: i64,
     codec: C,
     max_value_bytes: usize,
+    tombstone_ms: i64,
     value: PhantomData<fn() -> V>,
 }
+
+/// How long a native store's `remove` leaves its tombstone by default: longer than the
+/// caches' default `load_timeout` (30 s), so that a load begun before the removal ends
+/// (and is refused) before the tombstone expires.
+pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+/// What a native store's `remove` writes in place of the entry, followed by a fresh token
+/// so that no two removals leave the same bytes. Byte 0 is never an envelope version (1)
+/// nor the first byte of any JSON text, so a tombstone is never read as an entry: `get`
+/// reads it as a miss, other readers as a decode error (which the caches heal).
+const TOMBSTONE: &[u8] = b"\xffechocache:tombstone:";
 
 /// Checks an entry TTL and returns it in whole milliseconds.
 fn ttl_millis(ttl: Duration) -> Result<i64, BuildError> {
@@ -398,6 +410,7 @@ impl<V, C> RedisStore<V, C> {
             ttl_ms: ttl_millis(ttl)?,
             codec,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            tombstone_ms: lock::px_millis(DEFAULT_TOMBSTONE_TTL),
             value: PhantomData,
         })
     }
@@ -424,6 +437,7 @@ impl<V, C> RedisStore<V, C> {
             ttl_ms: self.ttl_ms,
             codec,
             max_value_bytes: self.max_value_bytes,
+            tombstone_ms: self.tombstone_ms,
             value: PhantomData,
         }
     }
@@ -445,6 +459,28 @@ impl<V, C> RedisStore<V, C> {
     pub fn max_value_bytes(self, max: usize) -> Self {
         Self {
             max_value_bytes: max,
+            ..self
+        }
+    }
+
+    /// How long [`remove`](Store::remove) keeps a tombstone in place of the entry
+    /// (native format only), rounded up to whole milliseconds.
+    ///
+    /// A native store's `remove` does not delete the key: it writes a short-lived
+    /// tombstone, which reads as a miss. A load that another process began before the
+    /// removal then finds the key changed when it comes to write
+    /// ([`set_if_version`](Store::set_if_version)) and leaves it alone, instead of
+    /// putting back the value the removal was meant to drop. A load that outlives the
+    /// tombstone (and read the key as absent) can still write its value: keep this above
+    /// the caches' `load_timeout`. The Go formats delete the key (Go services cannot read
+    /// tombstones): see the [crate docs](crate#ordered-writes).
+    ///
+    /// # Default
+    ///
+    /// [`DEFAULT_TOMBSTONE_TTL`] (60 s, twice the caches' default `load_timeout`).
+    pub fn tombstone_ttl(self, ttl: Duration) -> Self {
+        Self {
+            tombstone_ms: lock::px_millis(ttl),
             ..self
         }
     }
@@ -545,6 +581,7 @@ impl<V, C: Clone> Clone for RedisStore<V, C> {
             ttl_ms: self.ttl_ms,
             codec: self.codec.clone(),
             max_value_bytes: self.max_value_bytes,
+            tombstone_ms: self.tombstone_ms,
             value: PhantomData,
         }
     }
@@ -580,6 +617,30 @@ where
         }
     }
 
+    /// The bytes stored for `key` (empty for a missing key), at most `max_value_bytes + 1`
+    /// of them.
+    async fn read(&self, key: &str) -> Result<Bytes, StoreError> {
+        // GETRANGE 0 max (inclusive) rather than GET: one round trip all the same, but an
+        // oversized value costs at most `max + 1` bytes, never its full size. A missing key
+        // reads as "" (so does an empty string, which is no envelope, nor JSON, either).
+        let end = self.max_value_bytes.min(i64::MAX as usize);
+        let bytes: Option<Bytes> = self
+            .conn
+            .commands()
+            .getrange(self.keys.data_key(key), 0, end)
+            .await
+            .map_err(backend("GETRANGE"))?;
+        Ok(bytes.unwrap_or_default())
+    }
+
+    /// The entry `bytes` hold: none for a missing key or a tombstone.
+    fn entry_of(&self, bytes: &[u8]) -> Result<Option<Entry<V>>, StoreError> {
+        if bytes.is_empty() || bytes.starts_with(TOMBSTONE) {
+            return Ok(None);
+        }
+        self.decode(bytes).map(Some)
+    }
+
     /// The entry stored as `bytes`, in this store's format.
     fn decode(&self, bytes: &[u8]) -> Result<Entry<V>, StoreError> {
         match self.format {
@@ -598,20 +659,41 @@ where
     C: Codec,
 {
     async fn get(&self, key: &str) -> Result<Option<Entry<V>>, StoreError> {
-        // GETRANGE 0 max (inclusive) rather than GET: one round trip all the same, but an
-        // oversized value costs at most `max + 1` bytes, never its full size. A missing key
-        // reads as "" (so does an empty string, which is no envelope, nor JSON, either).
-        let end = self.max_value_bytes.min(i64::MAX as usize);
-        let bytes: Option<Bytes> = self
-            .conn
-            .commands()
-            .getrange(self.keys.data_key(key), 0, end)
-            .await
-            .map_err(backend("GETRANGE"))?;
-        match bytes {
-            Some(bytes) if !bytes.is_empty() => self.decode(&bytes).map(Some),
-            _ => Ok(None),
-        }
+        let bytes = self.read(key).await?;
+        self.entry_of(&bytes)
+    }
+
+    /// The entry and the bytes read (empty for a missing key), which
+    /// [`set_if_version`](Store::set_if_version) compares with what the key holds then.
+    async fn get_versioned(&self, key: &str) -> Result<(Option<Entry<V>>, Version), StoreError> {
+        let bytes = self.read(key).await?;
+        let entry = self.entry_of(&bytes)?;
+        Ok((entry, Version::bytes(bytes.as_ref())))
+    }
+
+    /// One atomic compare-and-set script on the data key: writes only if the key still
+    /// holds the bytes `version` read (or is still absent). A write, a removal (its
+    /// tombstone) or an expiry in between makes it refuse and return `false`.
+    /// [`Version::UNKNOWN`] (or a version this store did not make) writes as `set` does.
+    async fn set_if_version(
+        &self,
+        key: &str,
+        entry: &Entry<V>,
+        version: &Version,
+    ) -> Result<bool, StoreError> {
+        let Some(expected) = version.as_bytes() else {
+            return self.set(key, entry).await.map(|()| true);
+        };
+        let bytes = self.encode(entry)?;
+        lock::set_if_unchanged(
+            &self.conn.commands(),
+            self.keys.data_key(key),
+            expected,
+            bytes,
+            &self.entry_expiration(),
+        )
+        .await
+        .map_err(backend("EVALSHA (set if unchanged)"))
     }
 
     async fn set(&self, key: &str, entry: &Entry<V>) -> Result<(), StoreError> {
@@ -629,12 +711,28 @@ where
             .map_err(backend("SET"))
     }
 
+    /// Native format: `SET key tombstone PX tombstone_ttl` (see
+    /// [`tombstone_ttl`](RedisStore::tombstone_ttl)); Go formats: `DEL key`.
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        self.conn
-            .commands()
-            .del::<(), _>(self.keys.data_key(key))
+        let commands = self.conn.commands();
+        if self.format != Format::Native {
+            return commands
+                .del::<(), _>(self.keys.data_key(key))
+                .await
+                .map_err(backend("DEL"));
+        }
+        let mut tombstone = TOMBSTONE.to_vec();
+        tombstone.extend_from_slice(LockToken::generate().as_str().as_bytes());
+        commands
+            .set::<(), _, _>(
+                self.keys.data_key(key),
+                Value::Bytes(Bytes::from(tombstone)),
+                Some(Expiration::PX(self.tombstone_ms)),
+                None,
+                false,
+            )
             .await
-            .map_err(backend("DEL"))
+            .map_err(backend("SET (tombstone)"))
     }
 
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {

@@ -5,6 +5,7 @@
 //! Every server is a child process killed and reaped when its handle is dropped, on every
 //! path, panics included.
 
+pub mod fleet;
 pub mod outage;
 
 use std::future::Future;

@@ -1,0 +1,57 @@
+//! Fleet-wide correctness on NATS, across caches on clients of their own (separate
+//! "processes"): a cold key loaded once, no load or refresh landing over another
+//! process's newer `insert` or `invalidate`, bounded waits on a dead or failed lock
+//! holder. The scenarios are `echocache_testkit::fleet`'s, shared with the Redis store.
+//! Each test runs its own `nats-server -js` on a free loopback port, never the shared one;
+//! ignored by `cargo test`, run by `cargo xtask test`.
+
+use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
+use echocache_testkit::{OwnServer, fleet};
+
+/// A store over a new async-nats client (another "process"), on the server's `cache`
+/// bucket.
+async fn store(server: &OwnServer, prefix: &str) -> NatsStore<String> {
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("connect to the test's own nats");
+    let js = async_nats::jetstream::new(client);
+    let kv = open_or_create_bucket(&js, "cache", &BucketOptions::new())
+        .await
+        .expect("bucket");
+    NatsStore::new(kv, prefix).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn a_load_never_lands_over_another_process_write() {
+    let server = OwnServer::nats();
+    fleet::a_load_never_lands_over_another_process_write(|p| store(&server, p), 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn a_refresh_never_lands_over_another_process_write() {
+    let server = OwnServer::nats();
+    fleet::a_refresh_never_lands_over_another_process_write(|p| store(&server, p), 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn a_cold_key_is_loaded_once_across_processes() {
+    let server = OwnServer::nats();
+    fleet::a_cold_key_is_loaded_once_across_processes(|p| store(&server, p), 3, 10, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn a_dead_lock_holder_costs_a_waiter_its_load_timeout() {
+    let server = OwnServer::nats();
+    fleet::a_dead_lock_holder_costs_a_waiter_its_load_timeout(|p| store(&server, p)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn a_failed_holder_hands_the_key_to_a_waiter() {
+    let server = OwnServer::nats();
+    fleet::a_failed_holder_hands_the_key_to_a_waiter(|p| store(&server, p)).await;
+}

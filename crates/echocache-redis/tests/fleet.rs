@@ -1,0 +1,59 @@
+//! Fleet-wide correctness on Redis, across caches on clients of their own (separate
+//! "processes"): a cold key loaded once, no load or refresh landing over another
+//! process's newer `insert` or `invalidate`, bounded waits on a dead or failed lock
+//! holder. The scenarios are `echocache_testkit::fleet`'s, shared with the NATS store.
+//! Each test runs its own `redis-server` on a free loopback port, never the shared one;
+//! ignored by `cargo test`, run by `cargo xtask test`.
+
+use std::time::Duration;
+
+use echocache_redis::RedisStore;
+use echocache_redis::fred::prelude::*;
+use echocache_testkit::{OwnServer, fleet};
+
+/// A store over a new fred client (another "process").
+async fn store(server: &OwnServer, prefix: &str) -> RedisStore<String> {
+    let client = Builder::from_config(Config::from_url(&server.url()).unwrap())
+        .build()
+        .unwrap();
+    client
+        .init()
+        .await
+        .expect("connect to the test's own redis");
+    RedisStore::new(client, prefix, Duration::from_secs(60)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn a_load_never_lands_over_another_process_write() {
+    let server = OwnServer::redis();
+    fleet::a_load_never_lands_over_another_process_write(|p| store(&server, p), 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn a_refresh_never_lands_over_another_process_write() {
+    let server = OwnServer::redis();
+    fleet::a_refresh_never_lands_over_another_process_write(|p| store(&server, p), 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn a_cold_key_is_loaded_once_across_processes() {
+    let server = OwnServer::redis();
+    fleet::a_cold_key_is_loaded_once_across_processes(|p| store(&server, p), 3, 10, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn a_dead_lock_holder_costs_a_waiter_its_load_timeout() {
+    let server = OwnServer::redis();
+    fleet::a_dead_lock_holder_costs_a_waiter_its_load_timeout(|p| store(&server, p)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn a_failed_holder_hands_the_key_to_a_waiter() {
+    let server = OwnServer::redis();
+    fleet::a_failed_holder_hands_the_key_to_a_waiter(|p| store(&server, p)).await;
+}
