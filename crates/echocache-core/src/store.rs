@@ -120,7 +120,10 @@ pub trait Store<V>: Send + Sync + 'static {
     /// was read (the key's state, present or not), for a later
     /// [`set_if_version`](Self::set_if_version).
     ///
-    /// The caches call it on a miss before loading, never on the hit path.
+    /// The caches call it on a miss before loading, never on the hit path, after a `get`
+    /// of the same key: an entry that does not decode should read as `None` here, with
+    /// the version of those bytes (so that the load's write replaces them, conditionally),
+    /// rather than as an error counted a second time.
     ///
     /// # Default
     ///

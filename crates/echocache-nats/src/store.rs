@@ -517,7 +517,9 @@ where
             return Ok((None, Version::revision(0)));
         };
         let entry = match read.operation {
-            kv::Operation::Put => self.entry_of(key, hashed, &read.value)?,
+            // Bytes that do not decode read as no entry, at their revision: `get` reports
+            // the decode error; the caches load and overwrite them conditionally.
+            kv::Operation::Put => self.entry_of(key, hashed, &read.value).unwrap_or(None),
             kv::Operation::Delete | kv::Operation::Purge => None,
         };
         Ok((entry, Version::revision(read.revision)))

@@ -665,9 +665,12 @@ where
 
     /// The entry and the bytes read (empty for a missing key), which
     /// [`set_if_version`](Store::set_if_version) compares with what the key holds then.
+    /// Bytes that do not decode read as no entry (`get` reports them).
     async fn get_versioned(&self, key: &str) -> Result<(Option<Entry<V>>, Version), StoreError> {
         let bytes = self.read(key).await?;
-        let entry = self.entry_of(&bytes)?;
+        // Bytes that do not decode read as no entry, at the version of those bytes: `get`
+        // reports the decode error; the caches load and overwrite them conditionally.
+        let entry = self.entry_of(&bytes).unwrap_or(None);
         Ok((entry, Version::bytes(bytes.as_ref())))
     }
 

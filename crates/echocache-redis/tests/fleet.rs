@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use echocache_redis::RedisStore;
 use echocache_redis::fred::prelude::*;
-use echocache_testkit::{OwnServer, fleet};
+use echocache_testkit::OwnServer;
+use echocache_testkit::fleet::{self, CacheKind};
 
 /// A store over a new fred client (another "process").
 async fn store(server: &OwnServer, prefix: &str) -> RedisStore<String> {
@@ -27,33 +28,44 @@ async fn store(server: &OwnServer, prefix: &str) -> RedisStore<String> {
 #[ignore = "needs redis-server: cargo xtask test"]
 async fn a_load_never_lands_over_another_process_write() {
     let server = OwnServer::redis();
-    fleet::a_load_never_lands_over_another_process_write(|p| store(&server, p), 200).await;
+    for kind in CacheKind::ALL {
+        fleet::a_load_never_lands_over_another_process_write(kind, |p| store(&server, p), 200)
+            .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server: cargo xtask test"]
 async fn a_refresh_never_lands_over_another_process_write() {
     let server = OwnServer::redis();
-    fleet::a_refresh_never_lands_over_another_process_write(|p| store(&server, p), 50).await;
+    fleet::a_refresh_never_lands_over_another_process_write(|p| store(&server, p), 200).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server: cargo xtask test"]
 async fn a_cold_key_is_loaded_once_across_processes() {
     let server = OwnServer::redis();
-    fleet::a_cold_key_is_loaded_once_across_processes(|p| store(&server, p), 3, 10, 50).await;
+    for kind in CacheKind::ALL {
+        fleet::a_cold_key_is_loaded_once_across_processes(kind, |p| store(&server, p), 3, 10, 50)
+            .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server: cargo xtask test"]
 async fn a_dead_lock_holder_costs_a_waiter_its_load_timeout() {
     let server = OwnServer::redis();
-    fleet::a_dead_lock_holder_costs_a_waiter_its_load_timeout(|p| store(&server, p)).await;
+    for kind in CacheKind::ALL {
+        fleet::a_dead_lock_holder_costs_a_waiter_its_load_timeout(kind, |p| store(&server, p))
+            .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server: cargo xtask test"]
 async fn a_failed_holder_hands_the_key_to_a_waiter() {
     let server = OwnServer::redis();
-    fleet::a_failed_holder_hands_the_key_to_a_waiter(|p| store(&server, p)).await;
+    for kind in CacheKind::ALL {
+        fleet::a_failed_holder_hands_the_key_to_a_waiter(kind, |p| store(&server, p)).await;
+    }
 }

@@ -78,6 +78,21 @@ impl Area {
         }
     }
 
+    /// The keys under this test's base: those holding an entry, and those holding the
+    /// tombstone a native store's `remove` leaves.
+    async fn raw_keys_by_kind(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let (mut live, mut tombstones) = (BTreeSet::new(), BTreeSet::new());
+        for key in self.raw_keys().await {
+            let bytes: Vec<u8> = self.client.get(&key).await.expect("GET");
+            if bytes.starts_with(b"\xffechocache:tombstone:") {
+                tombstones.insert(key);
+            } else {
+                live.insert(key);
+            }
+        }
+        (live, tombstones)
+    }
+
     /// Deletes the keys under this test's base, and only those.
     async fn cleanup(&self) {
         for key in self.raw_keys().await {
@@ -240,10 +255,14 @@ async fn stores_with_different_prefixes_never_share_entries_or_locks() {
         check_stores_isolated(&a, &b, &keys).await;
         area.cleanup().await;
         check_stores_isolated(&b, &a, &keys).await;
-        // Every (store, key) pair had a raw key of its own: a's entries are all there and
-        // b's were removed, and nothing else was written.
+        // Every (store, key) pair had a raw key of its own: b's entries are all there, a's
+        // were removed (each left a tombstone on its own key), and nothing else was
+        // written.
+        let (live, tombstones) = area.raw_keys_by_kind().await;
         let expected: BTreeSet<String> = keys.iter().map(|k| b.data_key(k)).collect();
-        assert_eq!(area.raw_keys().await, expected, "{pa:?} / {pb:?}");
+        assert_eq!(live, expected, "{pa:?} / {pb:?}");
+        let removed: BTreeSet<String> = keys.iter().map(|k| a.data_key(k)).collect();
+        assert_eq!(tombstones, removed, "{pa:?} / {pb:?}");
         area.cleanup().await;
     }
 }
