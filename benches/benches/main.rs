@@ -7,9 +7,11 @@
 //! turns both into `docs/benchmarks.md`.
 //!
 //! `footprint.rs` measures the memory stores' bytes per entry; `backends.rs` the Redis and
-//! NATS stores beside their raw clients (skipped, with a message, when no server answers).
+//! NATS stores beside their raw clients (skipped, with a message, when no server answers);
+//! `fleet.rs` what ordered writes, the fleet lock and waiting for another process cost.
 
 mod backends;
+mod fleet;
 mod footprint;
 
 use std::future::Future;
@@ -561,6 +563,6 @@ criterion_group! {
     name = benches;
     config = config();
     targets = fetch_hit, fetch_miss, fetch_concurrent, lazy, stores, footprint::memory_footprint,
-        single_flight, backends::redis, backends::nats, finish
+        single_flight, backends::redis, backends::nats, fleet::redis, fleet::nats, finish
 }
 criterion_main!(benches);

@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use crate::services::{Nats, Redis, Service};
 
+mod fleet;
+
 /// One criterion result.
 #[derive(Debug, Clone)]
 struct Estimate {
@@ -253,6 +255,7 @@ fn report(
 
     targets(&mut md, est, figures);
     backends(&mut md, est, figures);
+    fleet::section(&mut md, est, figures);
     memory(&mut md, figures);
 
     let _ = writeln!(md, "\n## Every bench, by group");
@@ -295,6 +298,7 @@ fn report(
                 "redis_benchmark/",
                 "ratio/",
                 "interleaved/",
+                "fleet/",
             ]
             .iter()
             .any(|p| k.starts_with(p))
