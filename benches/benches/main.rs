@@ -8,11 +8,13 @@
 //!
 //! `footprint.rs` measures the memory stores' bytes per entry; `backends.rs` the Redis and
 //! NATS stores beside their raw clients (skipped, with a message, when no server answers);
-//! `fleet.rs` what ordered writes, the fleet lock and waiting for another process cost.
+//! `fleet.rs` what ordered writes, the fleet lock and waiting for another process cost;
+//! `outage.rs` what a fetch costs while the store is stalled or dead.
 
 mod backends;
 mod fleet;
 mod footprint;
+mod outage;
 
 use std::future::Future;
 use std::hint::black_box;
@@ -563,6 +565,6 @@ criterion_group! {
     name = benches;
     config = config();
     targets = fetch_hit, fetch_miss, fetch_concurrent, lazy, stores, footprint::memory_footprint,
-        single_flight, backends::redis, backends::nats, fleet::redis, fleet::nats, finish
+        single_flight, backends::redis, backends::nats, fleet::redis, fleet::nats, outage::outage, finish
 }
 criterion_main!(benches);

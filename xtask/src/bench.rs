@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::services::{Nats, Redis, Service};
 
 mod fleet;
+mod outage;
 
 /// One criterion result.
 #[derive(Debug, Clone)]
@@ -256,6 +257,7 @@ fn report(
     targets(&mut md, est, figures);
     backends(&mut md, est, figures);
     fleet::section(&mut md, est, figures);
+    outage::section(&mut md, figures);
     memory(&mut md, figures);
 
     let _ = writeln!(md, "\n## Every bench, by group");
@@ -299,6 +301,7 @@ fn report(
                 "ratio/",
                 "interleaved/",
                 "fleet/",
+                "outage/",
             ]
             .iter()
             .any(|p| k.starts_with(p))
