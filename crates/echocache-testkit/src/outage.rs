@@ -161,7 +161,10 @@ pub async fn a_refresh_and_shutdown_are_bounded_while_the_store_stalls<S, F, Fut
     // The write and the unlock both failed: timed out, or (NATS) failed once the client
     // saw the stalled server's connection as broken.
     assert!(stats.store_timeouts >= 1, "{stats:?}");
-    assert!(stats.store_errors >= 2, "the write and the unlock: {stats:?}");
+    assert!(
+        stats.store_errors >= 2,
+        "the write and the unlock: {stats:?}"
+    );
     assert_eq!(cache.refreshes_pending(), 0);
     server.resume();
 }
