@@ -152,6 +152,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         let mut attempts = 0u8;
         loop {
             attempts += 1;
+            let mut joined = false;
             let waiter = match self.flights.join(key, seen.take()) {
                 Join::Recheck => match self.reread(key, accept).await {
                     Some(value) => return Ok(value),
@@ -167,6 +168,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                 }
                 Join::Wait(waiter) => {
                     incr(&self.stats.coalesced);
+                    joined = true;
                     waiter
                 }
                 Join::Lead(leader, waiter) => {
@@ -199,6 +201,19 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
             };
             let outcome = waiter.wait_done().await;
             match outcome {
+                // The store refused the flight's write: another process wrote or
+                // invalidated the key while it loaded, maybe before this caller joined.
+                // Read the store again (and load anew if the key is gone) rather than
+                // return a value older than a write that returned before this call
+                // began. The leader's own caller started before the flight read the
+                // key's version, so the loaded value is a valid answer for it.
+                Some(Ok(_)) if joined && waiter.was_refused() && attempts < MAX_ATTEMPTS => {
+                    seen = Some(self.flights.epoch());
+                    match self.reread(key, accept).await {
+                        Some(value) => return Ok(value),
+                        None => continue,
+                    }
+                }
                 Some(Ok(value)) => return Ok(value),
                 Some(Err(Failure::Panicked(msg))) => {
                     return Err(Error::LoaderPanicked(msg.to_string()));
@@ -373,7 +388,10 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
             };
             match written {
                 Ok(true) => stored = true,
-                Ok(false) => incr(&self.stats.stale_writes_refused),
+                Ok(false) => {
+                    incr(&self.stats.stale_writes_refused);
+                    leader.refused();
+                }
                 Err(e) => self.stats.store_error("set", leader.key(), &e),
             }
         }

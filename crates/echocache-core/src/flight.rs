@@ -47,6 +47,10 @@ struct Flight<V> {
     /// write, or the superseder sees the write under way and waits for the flight to end
     /// (and clean up) before it writes or removes.
     writing: AtomicBool,
+    /// Set by the leader when the store refused its conditional write: another process
+    /// wrote or invalidated the key since the load read it, so the value is older than
+    /// what the store holds. Callers that joined the flight read the store again.
+    refused: AtomicBool,
     state: Mutex<FlightState<V>>,
 }
 
@@ -68,6 +72,7 @@ impl<V> Flight<V> {
         Self {
             superseded: AtomicBool::new(false),
             writing: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
             state: Mutex::new(FlightState {
                 outcome: None,
                 closed: false,
@@ -309,13 +314,21 @@ impl<V: Clone> Waiter<V> {
     }
 
     /// Waits until the flight has ended (its value stored), then returns its outcome.
-    pub(crate) async fn wait_done(self) -> Option<Outcome<V>> {
+    pub(crate) async fn wait_done(&self) -> Option<Outcome<V>> {
         // The flight is closed once the leader is gone, i.e. after `finish` or an abort.
         let mut wait = Wait {
             flight: &self.flight,
             slot: None,
         };
         poll_fn(|cx| wait.poll(cx, |state| state.closed.then(|| state.outcome.clone()))).await
+    }
+}
+
+impl<V> Waiter<V> {
+    /// Whether the store refused the flight's write (see [`Leader::refused`]): its value
+    /// is older than a write or invalidation another process made while it loaded.
+    pub(crate) fn was_refused(&self) -> bool {
+        self.flight.refused.load(Ordering::SeqCst)
     }
 }
 
@@ -367,6 +380,12 @@ impl<V: Clone + Send + Sync + 'static> Leader<V> {
     pub(crate) fn begin_write(&self) -> bool {
         self.flight.writing.store(true, Ordering::SeqCst);
         !self.is_superseded()
+    }
+
+    /// Records that the store refused this flight's conditional write (before
+    /// [`finish`](Self::finish), so that every waiter sees it when the flight ends).
+    pub(crate) fn refused(&self) {
+        self.flight.refused.store(true, Ordering::SeqCst);
     }
 
     /// Hands the outcome to every waiter; the flight stays visible, so callers arriving now
