@@ -758,6 +758,13 @@ where
             .map_err(backend("EVALSHA (unlock)"))
     }
 
+    /// `false` for the Go plain format, which has no lock (the caches then rely on the
+    /// in-process single-flight alone, instead of failing to take a lock on every miss);
+    /// `true` otherwise.
+    fn shares_locks(&self) -> bool {
+        self.format != Format::GoPlain
+    }
+
     /// Atomic compare-and-pexpire: a lock that expired or changed owner is left alone and
     /// gives `false`.
     async fn extend_lock(

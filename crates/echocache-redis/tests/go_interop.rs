@@ -786,6 +786,15 @@ async fn the_plain_format_serves_echo_cache_and_refuses_lazy_refreshes() {
         "from go"
     );
     assert_eq!(loads.load(Ordering::SeqCst), 1, "a Go entry is a hit");
+    // Misses of new keys: the format has no lock, so none is tried (which would fail,
+    // count as store errors and open the circuit breaker after two misses).
+    for k in ["m1", "m2", "m3"] {
+        cache.fetch(k, counting_loader(&loads, "m")).await.unwrap();
+        assert_eq!(ns.raw_get(&ns.go_key(k)).await.as_deref(), Some(r#""m""#));
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.store_errors, 0, "{stats:?}");
+    assert_eq!(stats.circuit_opens, 0, "{stats:?}");
 
     // A LazyEchoCache cannot know the age: the entry reads as the oldest, and the refresh
     // fails with the store's clear error instead of running.
@@ -805,7 +814,11 @@ async fn the_plain_format_serves_echo_cache_and_refuses_lazy_refreshes() {
     assert_eq!(stats.refresh_errors, 1, "{stats:?}");
     assert_eq!(stats.store_errors, 1, "{stats:?}");
     assert_eq!(stats.refreshes, 0, "{stats:?}");
-    assert_eq!(loads.load(Ordering::SeqCst), 1, "the loader did not run");
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        4,
+        "the lazy cache's loader did not run"
+    );
     assert!(
         ns.raw_get(&ns.go_lock_key("go")).await.is_none(),
         "no lock was taken"
