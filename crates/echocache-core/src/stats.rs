@@ -7,8 +7,17 @@ use std::sync::{Mutex, PoisonError};
 ///
 /// Counters only grow; subtract two snapshots to get a rate. Taking a snapshot is cheap
 /// (a few atomic loads) and never blocks the cache.
+///
+/// With the `serde` feature it implements `serde::Serialize` and `Deserialize`, field by
+/// field under the names below (e.g. `{"hits":3,"misses":1,…}` in JSON); a field missing
+/// when deserializing (from an older version) reads as 0.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default)
+)]
 pub struct Stats {
     /// Fetches answered from the store with a fresh value, without a load.
     pub hits: u64,
@@ -234,6 +243,28 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn stats_round_trip_through_serde_field_by_field() {
+        let stats = Stats {
+            hits: 3,
+            misses: 1,
+            stale_writes_refused: 2,
+            ..Stats::default()
+        };
+        let json = serde_json::to_value(stats).unwrap();
+        assert_eq!(json["hits"], 3);
+        assert_eq!(json["misses"], 1);
+        assert_eq!(json["stale_writes_refused"], 2);
+        assert_eq!(json["loads"], 0);
+        let fields = json.as_object().unwrap().len();
+        assert!(fields >= 24, "every counter is a field: {json}");
+        let back: Stats = serde_json::from_value(json).unwrap();
+        assert_eq!(back, stats, "a round trip");
+        let old: Stats = serde_json::from_str(r#"{"hits":7}"#).unwrap();
+        assert_eq!((old.hits, old.misses), (7, 0), "missing fields read as 0");
+    }
 
     #[test]
     fn striped_counter_is_exact_with_more_threads_than_stripes() {

@@ -51,10 +51,12 @@
 //!
 //! | Feature | Default | Description |
 //! |---|---|---|
-//! | `memory` | yes | the in-memory stores: [`store::LruStore`], [`store::ExpiringLruStore`], [`store::SingleStore`] |
+//! | `memory` | yes | the in-memory stores: [`store::LruStore`], [`store::ShardedLruStore`], [`store::ExpiringLruStore`], [`store::SingleStore`] |
 //! | `redis` | no | `store::RedisStore`, over Redis (single, replicas or Cluster) with `fred` |
 //! | `nats` | no | `store::NatsStore`, over NATS JetStream KV with `async-nats` |
-//! | `full` | no | all of the above |
+//! | `full` | no | `memory`, `redis` and `nats` |
+//! | `tracing` | no | `tracing` events (target `echocache`): store errors and timeouts, the circuit breaker opening and closing, loader panics and timeouts, dropped and locked-out refreshes; never on the hit path |
+//! | `serde` | no | [`Stats`] implements `serde::Serialize` and `Deserialize` |
 
 pub use echocache_core::DynStore;
 pub use echocache_core::{
