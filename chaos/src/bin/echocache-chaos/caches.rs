@@ -1,5 +1,6 @@
-//! The four caches under load (`EchoCache` and `LazyEchoCache` on Redis and on NATS), the
-//! value they hold, and the clients they use.
+//! The caches under load (`EchoCache` and `LazyEchoCache` on Redis and on NATS, and on
+//! each server a second `EchoCache` on a client of its own sharing the first one's prefix:
+//! another "process" of the same fleet), the value they hold, and the clients they use.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -56,24 +57,48 @@ impl Backend {
         }
     }
 
-    /// The indexes of its two caches (EchoCache, LazyEchoCache) in [`NAMES`].
+    /// The indexes of its two caches (EchoCache, LazyEchoCache) in [`NAMES`]: the ones
+    /// whose recovery after a fault is timed.
     pub(crate) fn caches(self) -> [usize; 2] {
         match self {
             Backend::Redis => [0, 1],
             Backend::Nats => [2, 3],
         }
     }
+
+    /// Every cache on its server: the two of [`caches`](Self::caches) and the
+    /// second-process EchoCache.
+    pub(crate) fn all_caches(self) -> [usize; 3] {
+        match self {
+            Backend::Redis => [0, 1, 4],
+            Backend::Nats => [2, 3, 5],
+        }
+    }
 }
 
-pub(crate) const CACHES: usize = 4;
+pub(crate) const CACHES: usize = 6;
 pub(crate) const NAMES: [&str; CACHES] = [
     "redis/EchoCache",
     "redis/LazyEchoCache",
     "nats/EchoCache",
     "nats/LazyEchoCache",
+    "redis/EchoCache, 2nd process",
+    "nats/EchoCache, 2nd process",
 ];
 
-/// The four caches under load.
+/// The caches that share cache `c`'s entries (its store and prefix), `c` included: a
+/// backend's two EchoCaches, on clients of their own (two "processes" of one fleet); each
+/// lazy cache alone.
+pub(crate) fn sharing_store(c: usize) -> &'static [usize] {
+    match c {
+        0 | 4 => &[0, 4],
+        2 | 5 => &[2, 5],
+        1 => &[1],
+        _ => &[3],
+    }
+}
+
+/// The caches under load, in the order of [`NAMES`].
 pub(crate) enum Cache {
     RedisEcho(EchoCache<Versioned, RedisStore<Versioned>>),
     RedisLazy(LazyEchoCache<Versioned, RedisStore<Versioned>>),
@@ -122,6 +147,13 @@ impl Cache {
 
     pub(crate) fn stats(&self) -> Stats {
         each!(self, c => c.stats())
+    }
+
+    /// Store trouble so far (errors, timeouts, skipped calls, fleet waits given up): a
+    /// load that overlaps a change of it may have failed open, without the store's lock.
+    pub(crate) fn trouble(&self) -> u64 {
+        let s = self.stats();
+        s.store_errors + s.store_timeouts + s.store_calls_skipped + s.fleet_wait_timeouts
     }
 
     pub(crate) fn loads_in_flight(&self) -> usize {

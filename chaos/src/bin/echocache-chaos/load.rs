@@ -10,7 +10,7 @@ use echocache_chaos::{Latencies, Rng};
 use echocache_core::{Error, StoreError};
 
 use crate::REFRESH_AFTER;
-use crate::caches::{CACHES, Cache, LoadFailed, LoadFuture, Versioned};
+use crate::caches::{CACHES, Cache, LoadFailed, LoadFuture, Versioned, sharing_store};
 use crate::outages::{Phase, Phases, phase_of};
 
 /// Every operation of the load is abandoned (and counted) after this: a call that takes
@@ -39,6 +39,11 @@ pub(crate) struct Shared {
     pub(crate) loader_calls: Mutex<HashMap<(usize, u32, u32), u32>>,
     /// Version bumps (each invalidating the key in every cache) per (refresh window, key).
     pub(crate) bumps: Mutex<HashMap<(u32, u32), u32>>,
+    /// When each bump began, in µs since the start, per key.
+    pub(crate) bump_times: Mutex<HashMap<u32, Vec<u64>>>,
+    /// Every load of the EchoCaches that share a store (see [`sharing_store`]), for the
+    /// fleet check: one load of a key version across processes at a time.
+    pub(crate) spans: Mutex<Vec<LoadSpan>>,
     /// The phase of each cache's store (faults reported by `cargo xtask chaos`).
     pub(crate) phases: Arc<Phases>,
     pub(crate) ops: AtomicU64,
@@ -59,6 +64,8 @@ impl Shared {
             floors_at: (0..CACHES).map(|_| per_key()).collect(),
             loader_calls: Mutex::new(HashMap::new()),
             bumps: Mutex::new(HashMap::new()),
+            bump_times: Mutex::new(HashMap::new()),
+            spans: Mutex::new(Vec::new()),
             phases,
             ops: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -68,6 +75,10 @@ impl Shared {
 
     pub(crate) fn ms_since_start(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
+    }
+
+    fn us_since_start(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
     }
 
     fn window(&self, at: Instant) -> u32 {
@@ -87,21 +98,65 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// One load by a cache whose store another cache shares, for the fleet check.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoadSpan {
+    pub(crate) cache: usize,
+    pub(crate) key: u32,
+    pub(crate) version: u64,
+    /// When the fetch that led the load began, when the loader began and ended (µs since
+    /// the start).
+    pub(crate) fetch_start: u64,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    /// The cache's store was healthy from the fetch's start to the load's end.
+    pub(crate) healthy: bool,
+    /// Its store trouble counters did not move meanwhile (no fail-open without the lock).
+    pub(crate) untroubled: bool,
+}
+
+/// What a fetch knew when it began, for its load's [`LoadSpan`].
+#[derive(Clone, Copy)]
+struct FetchStart {
+    at_us: u64,
+    phase: (u64, Phase),
+    trouble: u64,
+}
+
 /// A loader for `key` of cache `cache`: reads the key's current version, then takes
 /// `delay` (an upstream's latency).
 fn loader(
     shared: &Arc<Shared>,
+    caches: &Arc<Vec<Cache>>,
     cache: usize,
     key: usize,
     delay: Duration,
+    began: FetchStart,
 ) -> impl FnOnce() -> LoadFuture + Send + 'static {
     let shared = Arc::clone(shared);
+    let caches = Arc::clone(caches);
     move || {
         Box::pin(async move {
             shared.record_load(cache, key);
+            let start = shared.us_since_start();
             let version = shared.source[key].load(Ordering::SeqCst);
             let loaded_at_ms = shared.ms_since_start();
             tokio::time::sleep(delay).await;
+            if sharing_store(cache).len() > 1 {
+                let end_phase = shared.phases[cache].read();
+                let healthy = began.phase == end_phase && began.phase.1 == Phase::Healthy;
+                let untroubled = caches[cache].trouble() == began.trouble;
+                lock(&shared.spans).push(LoadSpan {
+                    cache,
+                    key: key as u32,
+                    version,
+                    fetch_start: began.at_us,
+                    start,
+                    end: shared.us_since_start(),
+                    healthy,
+                    untroubled,
+                });
+            }
             Ok(Versioned {
                 key: shared.keys[key].clone(),
                 version,
@@ -109,6 +164,82 @@ fn loader(
             })
         })
     }
+}
+
+/// What the fleet check found.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FleetCheck {
+    /// Loads of caches sharing a store.
+    pub(crate) loads: usize,
+    /// Pairs of loads of one key version by two processes, running at once.
+    pub(crate) overlapping: usize,
+    /// Of those, the pairs left out: a store outage in either cache; else store trouble
+    /// in either (a store call failed or timed out, so a fetch may have failed open,
+    /// without the lock); else a bump of the key (an invalidation, which may supersede a
+    /// load) around them.
+    pub(crate) in_outage: usize,
+    pub(crate) in_trouble: usize,
+    pub(crate) bumped: usize,
+    /// The rest: the fleet single-flight let two processes load a key at once.
+    pub(crate) duplicates: usize,
+    /// A few of them, for the report.
+    pub(crate) examples: Vec<(LoadSpan, LoadSpan)>,
+}
+
+/// How long before a pair of loads a bump of their key still excuses them: the
+/// invalidation that follows it may supersede a load still running then.
+const BUMP_MARGIN_US: u64 = 50_000;
+
+/// The fleet check over `spans`: two caches sharing a store must not load the same key
+/// version at the same time (the fleet single-flight), outside outages, store trouble
+/// and invalidations of that key.
+pub(crate) fn fleet_check(spans: &[LoadSpan], bumps: &HashMap<u32, Vec<u64>>) -> FleetCheck {
+    let mut by_key: HashMap<(u32, u64), Vec<&LoadSpan>> = HashMap::new();
+    for span in spans {
+        by_key
+            .entry((span.key, span.version))
+            .or_default()
+            .push(span);
+    }
+    let mut check = FleetCheck {
+        loads: spans.len(),
+        ..FleetCheck::default()
+    };
+    for ((key, _), loads) in &by_key {
+        for (i, a) in loads.iter().enumerate() {
+            for b in &loads[i + 1..] {
+                let fleet = sharing_store(a.cache);
+                if a.cache == b.cache || !fleet.contains(&b.cache) {
+                    continue;
+                }
+                if a.start > b.end || b.start > a.end {
+                    continue;
+                }
+                check.overlapping += 1;
+                let from = a
+                    .fetch_start
+                    .min(b.fetch_start)
+                    .saturating_sub(BUMP_MARGIN_US);
+                let to = a.end.max(b.end);
+                let bumped = bumps
+                    .get(key)
+                    .is_some_and(|times| times.iter().any(|&t| t >= from && t <= to));
+                if !a.healthy || !b.healthy {
+                    check.in_outage += 1;
+                } else if !a.untroubled || !b.untroubled {
+                    check.in_trouble += 1;
+                } else if bumped {
+                    check.bumped += 1;
+                } else {
+                    check.duplicates += 1;
+                    if check.examples.len() < 5 {
+                        check.examples.push((**a, **b));
+                    }
+                }
+            }
+        }
+    }
+    check
 }
 
 /// A wrong value, kept for the report.
@@ -228,8 +359,18 @@ pub(crate) async fn load_task(
         }
         let c = rng.below(CACHES as u64) as usize;
         let cache = &caches[c];
-        let floor = shared.floors[c][key].load(Ordering::SeqCst);
-        let floor_at_ms = shared.floors_at[c][key].load(Ordering::SeqCst);
+        // The highest version invalidated in any cache sharing this one's store (any
+        // process of its fleet): no older value may be served after that returned.
+        let (floor, floor_at_ms) = sharing_store(c)
+            .iter()
+            .map(|&s| {
+                (
+                    shared.floors[s][key].load(Ordering::SeqCst),
+                    shared.floors_at[s][key].load(Ordering::SeqCst),
+                )
+            })
+            .max()
+            .unwrap_or_default();
         let started = Instant::now();
         let t = &mut tallies[c];
         let (op, outcome) = if roll < BUMP_PER_MILLE + GET_PER_MILLE {
@@ -243,8 +384,13 @@ pub(crate) async fn load_task(
         } else {
             t.fetches += 1;
             let delay = Duration::from_micros(500 + rng.below(3_000));
-            let load = loader(&shared, c, key, delay);
             let phase = shared.phases[c].read();
+            let began = FetchStart {
+                at_us: shared.us_since_start(),
+                phase,
+                trouble: cache.trouble(),
+            };
+            let load = loader(&shared, &caches, c, key, delay, began);
             let outcome = match tokio::time::timeout(OP_BOUND, cache.fetch(name, load)).await {
                 Ok(Ok(value)) => Ok(Some(value)),
                 Ok(Err(e)) => Err(fetch_error_kind(&e)),
@@ -307,6 +453,10 @@ async fn bump(shared: &Shared, caches: &[Cache], tallies: &mut [Tally], key: usi
     *lock(&shared.bumps)
         .entry((shared.window(Instant::now()), key as u32))
         .or_default() += 1;
+    lock(&shared.bump_times)
+        .entry(key as u32)
+        .or_default()
+        .push(shared.us_since_start());
     for (c, cache) in caches.iter().enumerate() {
         let t = &mut tallies[c];
         t.invalidates += 1;

@@ -1,6 +1,7 @@
 //! `echocache-chaos`: a bounded load on `EchoCache` and `LazyEchoCache` over Redis and over
-//! NATS (four caches), checking every value it gets back, while the servers are killed and
-//! restarted, or stalled and resumed.
+//! NATS, and on each server a second `EchoCache` on a client of its own sharing the first
+//! one's prefix (two "processes" of one fleet): six caches, checking every value they give
+//! back, while the servers are killed and restarted, or stalled and resumed.
 //!
 //! ```text
 //! echocache-chaos --redis URL --nats URL [--seconds 60] [--tasks 64] [--keys 1000]
@@ -24,9 +25,13 @@
 //! of truth, which the loaders return; from time to time a task bumps a key's version and
 //! invalidates the key in every cache. A value is wrong when it belongs to another key,
 //! or when its version is older than one whose invalidation had completed (successfully,
-//! in that cache) before the fetch started. Exits non-zero on a panic, a wrong value, or a
-//! fault (kill or stall) not recovered within `--recovery-seconds` of its restart or
-//! SIGCONT.
+//! in that cache or in a cache of another process sharing its store) before the fetch
+//! started. Fleet check: two processes sharing a store never load the same key version at
+//! the same time, outside outages, store trouble and invalidations of that key. Exits
+//! non-zero on a panic, a wrong value, a fleet duplicate load, a task that did not end, a
+//! shutdown that did not return or left work behind, loader calls beyond what the
+//! invalidations explain outside outages, or a fault (kill or stall) not recovered within
+//! `--recovery-seconds` of its restart or SIGCONT.
 //!
 //! Only loopback URLs are accepted.
 
@@ -46,10 +51,10 @@ use echocache_chaos::{Args, count_panics, is_loopback_url, seed, write_report};
 use echocache_core::{EchoCache, LazyEchoCache, Stats};
 use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
 use echocache_redis::RedisStore;
-use echocache_redis::fred::prelude::ClientLike;
+use echocache_redis::fred::prelude::{Client as RedisClient, ClientLike};
 
 use caches::{CACHES, Cache, NAMES, Versioned, nats_context, redis_client};
-use load::{OP_BOUND, Shared, Tally, load_task, lock};
+use load::{OP_BOUND, Shared, Tally, fleet_check, load_task, lock};
 use outages::{Event, PROBE_BOUND, PROBE_EVERY, PhaseCell, Phases, outages, probe_task};
 use report::Report;
 
@@ -173,11 +178,23 @@ async fn run(settings: &Settings, panics: &'static AtomicU64) -> Result<bool, St
     .map_err(|_| "no answer from NATS creating the bucket within 10 s".to_owned())?
     .map_err(|e| format!("cannot create the NATS bucket: {e}"))?;
 
+    // A second client of each server, for a second EchoCache sharing the first one's
+    // prefix: another "process" of the same fleet.
+    let redis2 = redis_client(&settings.redis).await?;
+    let js2 = nats_context(&settings.nats).await?;
+    let kv2 = tokio::time::timeout(
+        Duration::from_secs(10),
+        open_or_create_bucket(&js2, &bucket, &BucketOptions::new()),
+    )
+    .await
+    .map_err(|_| "no answer from NATS opening the bucket within 10 s".to_owned())?
+    .map_err(|e| format!("cannot open the NATS bucket on a second client: {e}"))?;
+
     let err = |e: echocache_core::BuildError| e.to_string();
-    let redis_store = |suffix: &str| {
-        RedisStore::<Versioned>::new(&redis, &format!("{run_id}:{suffix}"), ENTRY_TTL).map_err(err)
+    let redis_store = |client: &RedisClient, suffix: &str| {
+        RedisStore::<Versioned>::new(client, &format!("{run_id}:{suffix}"), ENTRY_TTL).map_err(err)
     };
-    let nats_store = |prefix: &str| {
+    let nats_store = |kv: &async_nats::jetstream::kv::Store, prefix: &str| {
         NatsStore::<Versioned>::new(kv.clone(), prefix)
             .and_then(|s| s.ttl(ENTRY_TTL))
             .map_err(err)
@@ -185,13 +202,13 @@ async fn run(settings: &Settings, panics: &'static AtomicU64) -> Result<bool, St
     // The store timeout and circuit breaker stay at their defaults: what users get.
     let caches = Arc::new(vec![
         Cache::RedisEcho(
-            EchoCache::builder(redis_store("echo")?)
+            EchoCache::builder(redis_store(&redis, "echo")?)
                 .load_timeout(LOAD_TIMEOUT)
                 .build()
                 .map_err(err)?,
         ),
         Cache::RedisLazy(
-            LazyEchoCache::builder(redis_store("lazy")?)
+            LazyEchoCache::builder(redis_store(&redis, "lazy")?)
                 .refresh_after(REFRESH_AFTER)
                 .expire_after(EXPIRE_AFTER)
                 .load_timeout(LOAD_TIMEOUT)
@@ -200,13 +217,13 @@ async fn run(settings: &Settings, panics: &'static AtomicU64) -> Result<bool, St
                 .map_err(err)?,
         ),
         Cache::NatsEcho(
-            EchoCache::builder(nats_store("echo")?)
+            EchoCache::builder(nats_store(&kv, "echo")?)
                 .load_timeout(LOAD_TIMEOUT)
                 .build()
                 .map_err(err)?,
         ),
         Cache::NatsLazy(
-            LazyEchoCache::builder(nats_store("lazy")?)
+            LazyEchoCache::builder(nats_store(&kv, "lazy")?)
                 .refresh_after(REFRESH_AFTER)
                 .expire_after(EXPIRE_AFTER)
                 .load_timeout(LOAD_TIMEOUT)
@@ -214,8 +231,26 @@ async fn run(settings: &Settings, panics: &'static AtomicU64) -> Result<bool, St
                 .build()
                 .map_err(err)?,
         ),
+        Cache::RedisEcho(
+            EchoCache::builder(redis_store(&redis2, "echo")?)
+                .load_timeout(LOAD_TIMEOUT)
+                .build()
+                .map_err(err)?,
+        ),
+        Cache::NatsEcho(
+            EchoCache::builder(nats_store(&kv2, "echo")?)
+                .load_timeout(LOAD_TIMEOUT)
+                .build()
+                .map_err(err)?,
+        ),
     ]);
-    for (i, name) in [(0, "Redis"), (2, "NATS")] {
+    let first_gets = [
+        (0, "Redis"),
+        (2, "NATS"),
+        (4, "Redis (2nd client)"),
+        (5, "NATS (2nd client)"),
+    ];
+    for (i, name) in first_gets {
         match tokio::time::timeout(PROBE_BOUND * 5, caches[i].probe("chaos-probe")).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(format!("{name} does not answer a first get: {e:?}")),
@@ -305,9 +340,11 @@ async fn run(settings: &Settings, panics: &'static AtomicU64) -> Result<bool, St
     // Clean up what this run made (the bucket; Redis keys expire by their TTL).
     let _ = tokio::time::timeout(Duration::from_secs(5), js.delete_key_value(&bucket)).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), redis.quit()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), redis2.quit()).await;
 
     let calls = lock(&shared.loader_calls).clone();
     let bumps = lock(&shared.bumps).clone();
+    let fleet = fleet_check(&lock(&shared.spans), &lock(&shared.bump_times));
     let report = Report {
         settings,
         start,
@@ -322,6 +359,7 @@ async fn run(settings: &Settings, panics: &'static AtomicU64) -> Result<bool, St
         bumps,
         left,
         shutdown_hung,
+        fleet,
     };
     let (text, passed) = report.render();
     println!("{text}");

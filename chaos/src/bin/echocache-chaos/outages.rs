@@ -160,7 +160,7 @@ pub(crate) fn read_events(events: Arc<Mutex<Vec<Event>>>, phases: Arc<Phases>) {
                 (FaultKind::Stall, true) => Phase::Stalled,
                 (_, false) => Phase::Recovering,
             };
-            for c in backend.caches() {
+            for c in backend.all_caches() {
                 phases[c].set(phase);
             }
             lock(&events).push(Event {
