@@ -1,7 +1,9 @@
 //! `cargo xtask`: the project's own commands.
 //!
 //! - `cargo xtask test`: finds or starts Redis and NATS (with JetStream), then runs every
-//!   test of the workspace, including the `#[ignore]`d ones that need those servers.
+//!   test of the workspace, including the `#[ignore]`d ones that need those servers, and
+//!   ends with one line `xtask: tests: N passed, M failed, K ignored (R runs)`
+//!   (`test_run.rs`).
 //! - `cargo xtask ci`: `cargo fmt --check`, clippy with `-D warnings`, rustdoc with
 //!   `-D warnings`, then `cargo xtask test`.
 //! - `cargo xtask bench [--quick]`: the criterion benches, and `docs/benchmarks.md`.
@@ -11,6 +13,7 @@ mod bench;
 mod chaos;
 mod fuzz;
 mod services;
+mod test_run;
 
 use std::process::{Command, ExitCode};
 
@@ -29,7 +32,7 @@ commands:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("test") => test(&args[1..]),
+        Some("test") => test_run::test(&args[1..]),
         Some("ci") => ci(),
         Some("services") => services_only(),
         Some("bench") => bench::run(args.iter().any(|a| a == "--quick")),
@@ -85,53 +88,6 @@ fn start_services() -> Result<(Service, Service), String> {
     Ok((redis, nats))
 }
 
-fn test(extra: &[String]) -> Result<(), String> {
-    let (redis, nats) = start_services()?;
-    let env = [
-        ("ECHOCACHE_REDIS_URL", redis.url.as_str()),
-        ("ECHOCACHE_NATS_URL", nats.url.as_str()),
-    ];
-    let mut args = vec!["test", "--workspace", "--all-features"];
-    args.extend(extra.iter().map(String::as_str));
-    args.extend(["--", "--include-ignored"]);
-    let result = cargo(&args, &env);
-    drop((redis, nats));
-    result?;
-    // The per-key TTL tests need NATS 2.11 or later: run the NATS tests once more there.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let newer = Nats::find_or_start_2_11(&target)?;
-    eprintln!("xtask: NATS >= 2.11: {} ({})", newer.url, newer.origin);
-    cargo(
-        &[
-            "test",
-            "-p",
-            "echocache-nats",
-            "--all-features",
-            "--test",
-            "nats",
-            "--",
-            "--include-ignored",
-        ],
-        &[("ECHOCACHE_NATS_URL", newer.url.as_str())],
-    )?;
-    // The model checks of the single-flight and the pending set (shuttle): a build of their
-    // own, in its own target directory so that it does not invalidate the normal one.
-    let rustflags = match std::env::var("RUSTFLAGS") {
-        Ok(flags) if !flags.trim().is_empty() => format!("{flags} --cfg echocache_shuttle"),
-        _ => "--cfg echocache_shuttle".to_owned(),
-    };
-    let shuttle_target = target.join("shuttle");
-    cargo(
-        &["test", "-p", "echocache-core", "--lib", "model_tests::"],
-        &[
-            ("RUSTFLAGS", rustflags.as_str()),
-            ("CARGO_TARGET_DIR", &shuttle_target.to_string_lossy()),
-        ],
-    )
-}
-
 fn ci() -> Result<(), String> {
     cargo(&["fmt", "--all", "--check"], &[])?;
     cargo(
@@ -150,7 +106,7 @@ fn ci() -> Result<(), String> {
         &["doc", "--workspace", "--all-features", "--no-deps"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
-    test(&[])
+    test_run::test(&[])
 }
 
 fn services_only() -> Result<(), String> {
