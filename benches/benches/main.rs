@@ -138,6 +138,19 @@ fn fetch_hit(c: &mut Criterion) {
             .unwrap(),
         );
     });
+    // The same store behind `BoxStore` (chosen at run time): a boxed future per store call.
+    let boxed_cache = EchoCache::new(echocache::BoxStore::new(
+        ShardedLruStore::<Arc<str>>::new(KEYS * 2).unwrap(),
+    ));
+    for k in &keys {
+        ready(boxed_cache.insert(k, Arc::from(k.as_str()))).unwrap();
+    }
+    hit(&mut g, "echocache_boxed/arc_str", |i| {
+        black_box(
+            ready(boxed_cache.fetch(&keys[i], || async { Ok::<Arc<str>, Never>(Arc::from("x")) }))
+                .unwrap(),
+        );
+    });
     hit(&mut g, "echocache/string", |i| {
         black_box(
             ready(string_cache.fetch(&keys[i], || async { Ok::<_, Never>(String::new()) }))

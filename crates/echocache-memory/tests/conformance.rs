@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use echocache_core::test_util::{check_data_ops, check_granting_lock};
-use echocache_core::{ManualClock, Store};
+use echocache_core::{BoxStore, EchoCache, ManualClock, Store};
 use echocache_memory::{ExpiringLruStore, LruStore, ShardedLruStore, SingleStore};
 
 async fn conforms<S: Store<String>>(store: S) {
@@ -48,4 +48,29 @@ async fn single_store_conforms() {
 async fn sharded_lru_store_conforms() {
     conforms(ShardedLruStore::new(64).unwrap()).await;
     conforms(ShardedLruStore::with_shards(3, 8).unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_type_erased_store_conforms_and_serves_a_cache() {
+    // A store chosen at run time (from configuration, say) behind one type.
+    let pick = |sharded: bool| -> BoxStore<String> {
+        if sharded {
+            BoxStore::new(ShardedLruStore::new(64).unwrap())
+        } else {
+            BoxStore::new(LruStore::new(16).unwrap())
+        }
+    };
+    conforms(pick(false)).await;
+    conforms(pick(true)).await;
+    let cache: EchoCache<String, BoxStore<String>> = EchoCache::new(pick(true));
+    let v = cache
+        .fetch("k", || async { Ok::<_, std::io::Error>("v".to_owned()) })
+        .await
+        .unwrap();
+    assert_eq!(v, "v");
+    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some("v"));
+    assert!(
+        !cache.store().shares_locks(),
+        "a memory store behind the box still says its locks are local"
+    );
 }
