@@ -10,6 +10,9 @@
 //!   refreshed in the background (bounded queue, one refresh per key, concurrent workers,
 //!   a cross-process lock through the store, graceful shutdown).
 //!
+//! [`TieredStore`] puts a memory store in front of a shared one, kept coherent across
+//! processes by a [`Backplane`] (Redis and NATS implement it in their crates).
+//!
 //! Stores live in their own crates (`echocache-memory`, `echocache-redis`,
 //! `echocache-nats`); most users depend on the `echocache` facade instead of this crate.
 //!
@@ -19,6 +22,7 @@
 //! |---|---|---|
 //! | `codec` | no | the versioned envelope and codecs (MessagePack, JSON) remote stores share |
 //! | `test-util` | no | the `Store` conformance suite and test stores |
+//! | `serde` | no | [`Stats`] implements `serde::Serialize` and `Deserialize` |
 //! | `tracing` | no | `tracing` events for store and decode errors, loader panics and timeouts, dropped and locked-out refreshes (never on the hit path) |
 
 mod cache;
@@ -44,6 +48,7 @@ mod sync;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_util;
+mod tiered;
 
 pub use cache::{DEFAULT_LOAD_TIMEOUT, EchoCache, EchoCacheBuilder};
 pub use clock::{Clock, ManualClock};
@@ -57,3 +62,4 @@ pub use lazy::{
 };
 pub use stats::Stats;
 pub use store::{LockToken, Store, Version};
+pub use tiered::{Backplane, DEFAULT_L1_TTL, L1Entry, Listener, STRIPES, TieredStore};

@@ -347,3 +347,130 @@ impl<V: Clone + Send + Sync + 'static> Store<V> for TestStore<V> {
         }
     }
 }
+
+/// An in-process [`Backplane`](crate::Backplane) for tests and examples of
+/// [`TieredStore`](crate::TieredStore): every node's announcements reach every other
+/// connected node at once. Make one node per tiered store with [`node`](Self::node).
+#[derive(Clone, Default)]
+pub struct LocalBus {
+    nodes: Arc<Mutex<Vec<Arc<NodeState>>>>,
+}
+
+struct NodeState {
+    connected: AtomicBool,
+    listener: Mutex<Option<crate::Listener>>,
+}
+
+/// One process's end of a [`LocalBus`].
+pub struct LocalNode {
+    bus: LocalBus,
+    state: Arc<NodeState>,
+    /// Announcements this node published.
+    pub published: Arc<AtomicUsize>,
+}
+
+impl LocalBus {
+    /// A bus with no node yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new node on the bus, connected.
+    pub fn node(&self) -> LocalNode {
+        let state = Arc::new(NodeState {
+            connected: AtomicBool::new(true),
+            listener: Mutex::new(None),
+        });
+        self.nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Arc::clone(&state));
+        LocalNode {
+            bus: self.clone(),
+            state,
+            published: Arc::default(),
+        }
+    }
+}
+
+impl NodeState {
+    fn listener(&self) -> Option<crate::Listener> {
+        self.listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl LocalNode {
+    /// Drops (`false`) or restores (`true`) this node's connection: while it is down, what
+    /// others publish does not reach it, and its own announcements reach no one. Tells
+    /// the node's listener, as a real backplane does when it notices.
+    pub fn set_connected(&self, up: bool) {
+        self.state.connected.store(up, Ordering::SeqCst);
+        if let Some(listener) = self.state.listener() {
+            if up {
+                listener.connected();
+            } else {
+                listener.disconnected();
+            }
+        }
+    }
+
+    /// Drops this node's connection without telling its listener (a loss the backplane
+    /// did not notice): what others publish is lost for it.
+    pub fn lose_messages_silently(&self) {
+        self.state.connected.store(false, Ordering::SeqCst);
+    }
+}
+
+impl crate::Backplane for LocalNode {
+    async fn publish(&self, key: &str) -> Result<(), StoreError> {
+        if !self.state.connected.load(Ordering::SeqCst) {
+            return Err(StoreError::backend_msg(
+                "local bus: this node is disconnected",
+            ));
+        }
+        self.published.fetch_add(1, Ordering::SeqCst);
+        let nodes = self
+            .bus
+            .nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for node in nodes {
+            if Arc::ptr_eq(&node, &self.state) || !node.connected.load(Ordering::SeqCst) {
+                continue;
+            }
+            if let Some(listener) = node.listener() {
+                listener.changed(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn listen(&self, listener: crate::Listener) {
+        if self.state.connected.load(Ordering::SeqCst) {
+            listener.connected();
+        }
+        *self
+            .state
+            .listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(listener);
+    }
+}
+
+impl std::fmt::Debug for LocalNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalNode")
+            .field("connected", &self.state.connected.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for LocalBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalBus").finish_non_exhaustive()
+    }
+}

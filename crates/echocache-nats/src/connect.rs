@@ -52,7 +52,7 @@ fn reconnect_delay(attempt: usize) -> Duration {
 }
 
 /// The client settings of [`NatsStore::connect`].
-fn client_options() -> ConnectOptions {
+pub(crate) fn client_options() -> ConnectOptions {
     ConnectOptions::new()
         .name("echocache")
         .retry_on_initial_connect()
@@ -256,7 +256,10 @@ pub struct ConnectError {
 }
 
 impl ConnectError {
-    fn new(kind: ConnectErrorKind, source: impl StdError + Send + Sync + 'static) -> Self {
+    pub(crate) fn new(
+        kind: ConnectErrorKind,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
         Self {
             kind,
             source: Box::new(source),

@@ -151,6 +151,7 @@
 //! |---|---|---|
 //! | `server-2-11` | no | per-key TTL on the server (NATS ≥ 2.11): `BucketOptions::limit_markers` and `NatsStore::server_ttl`, so that expired entries leave the bucket before its `max_age` |
 
+mod backplane;
 mod bucket;
 mod connect;
 mod handle;
@@ -160,6 +161,7 @@ mod store;
 
 /// The `async-nats` this crate is built on, so a client is built from the same version.
 pub use async_nats;
+pub use backplane::NatsBackplane;
 pub use bucket::{BucketError, BucketErrorKind, BucketOptions, MAX_HISTORY, open_or_create_bucket};
 pub use connect::{ConnectError, ConnectErrorKind};
 pub use key::{MAX_ENCODED_KEY_LEN, MAX_PREFIX_LEN};

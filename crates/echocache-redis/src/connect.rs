@@ -110,7 +110,7 @@ fn wants_tls(url: &str) -> bool {
 }
 
 /// A fred client for `url` with [`RedisStore::connect`]'s defaults, not connected yet.
-fn client(url: &str) -> Result<Client, FredError> {
+pub(crate) fn client(url: &str) -> Result<Client, FredError> {
     let config = Config {
         // The first connection follows the reconnect policy too (fred's default gives up on
         // a first connection that fails, for good).

@@ -251,6 +251,7 @@
 //! This crate has none; fred's own features (TLS, Sentinel, …) can be enabled by adding
 //! `fred` to your own `Cargo.toml` with the same major version.
 
+mod backplane;
 mod connect;
 mod go_json;
 mod go_time;
@@ -258,6 +259,7 @@ mod keys;
 mod lock;
 mod store;
 
+pub use backplane::RedisBackplane;
 pub use connect::ConnectError;
 pub use echocache_core::codec::{Codec, DEFAULT_MAX_VALUE_BYTES, Json, MessagePack};
 /// The fred crate this store is built on, re-exported so that your client comes from the

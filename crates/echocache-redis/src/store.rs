@@ -48,7 +48,7 @@ impl RedisConnection {
     /// write that its caller gave up on (as the caches give up on a slow store call) would
     /// otherwise land whenever the client reconnects, over what others wrote meanwhile; and
     /// every call would wait out the command timeout while Redis is down.
-    fn commands(&self) -> Commands {
+    pub(crate) fn commands(&self) -> Commands {
         let client = match self {
             RedisConnection::Client(client) => client,
             RedisConnection::Pool(pool) => pool.next_connected(),
@@ -128,7 +128,7 @@ impl StdError for CommandError {
 }
 
 /// Maps a fred error to a backend [`StoreError`] at the store's boundary.
-fn backend(command: &'static str) -> impl FnOnce(FredError) -> StoreError {
+pub(crate) fn backend(command: &'static str) -> impl FnOnce(FredError) -> StoreError {
     move |source| StoreError::backend(CommandError { command, source })
 }
 

@@ -7,6 +7,7 @@
 
 pub mod fleet;
 pub mod outage;
+pub mod tiered;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

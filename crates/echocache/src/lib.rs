@@ -59,6 +59,7 @@
 //! | `serde` | no | [`Stats`] implements `serde::Serialize` and `Deserialize` |
 
 pub use echocache_core::DynStore;
+pub use echocache_core::{Backplane, DEFAULT_L1_TTL, L1Entry, Listener, TieredStore};
 pub use echocache_core::{
     BoxStore, BuildError, CLOCK_SKEW_ALLOWANCE, Clock, DEFAULT_BREAKER_COOL_DOWN,
     DEFAULT_BREAKER_THRESHOLD, DEFAULT_LOAD_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER,
@@ -96,12 +97,13 @@ pub mod store {
 
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub use echocache_redis::{ConnectError, RedisConnection, RedisStore};
+    pub use echocache_redis::{ConnectError, RedisBackplane, RedisConnection, RedisStore};
 
     #[cfg(feature = "nats")]
     #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
     pub use echocache_nats::{
-        BucketOptions, ConnectError as NatsConnectError, NatsStore, open_or_create_bucket,
+        BucketOptions, ConnectError as NatsConnectError, NatsBackplane, NatsStore,
+        open_or_create_bucket,
     };
 }
 

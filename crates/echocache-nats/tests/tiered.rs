@@ -1,0 +1,63 @@
+//! `TieredStore` over NATS: an `LruStore` L1 per process in front of `NatsStore`, kept
+//! coherent by `NatsBackplane` (a core subject). Each cache has clients of its own
+//! (another "process"). The scenarios are `echocache_testkit::tiered`'s, shared with Redis.
+//! Each test runs its own `nats-server -js` on a free loopback port; ignored by
+//! `cargo test`, run by `cargo xtask test`.
+
+use std::time::Duration;
+
+use echocache_core::{L1Entry, TieredStore};
+use echocache_memory::LruStore;
+use echocache_nats::{NatsBackplane, NatsStore};
+use echocache_testkit::{OwnServer, tiered};
+
+type Tiered = TieredStore<String, LruStore<L1Entry<String>>, NatsStore<String>, NatsBackplane>;
+
+async fn tiered_store(url: &str) -> Tiered {
+    let l2 = NatsStore::connect(url, "cache", "tiered")
+        .await
+        .expect("store");
+    let backplane = NatsBackplane::connect(url, "cache", "tiered")
+        .await
+        .expect("backplane");
+    TieredStore::new(LruStore::new(1_000).unwrap(), l2, backplane)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn values_are_never_older_than_the_bound_across_four_processes() {
+    let server = OwnServer::nats();
+    let url = server.url();
+    let seen = tiered::values_are_never_older_than_the_bound(
+        || tiered_store(&url),
+        4,
+        100,
+        8,
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+    )
+    .await;
+    eprintln!("{} values served", seen.served);
+    assert!(
+        seen.served > 1_000,
+        "the run served values: {}",
+        seen.served
+    );
+    assert!(seen.violations.is_empty(), "{:#?}", seen.violations);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn l1_copies_are_dropped_when_the_backplane_reconnects() {
+    let mut server = OwnServer::nats();
+    tiered::l1_copies_are_dropped_when_the_backplane_reconnects(
+        &mut server,
+        |url| async move { tiered_store(&url).await },
+        |url| async move {
+            NatsStore::<String>::connect(&url, "cache", "tiered")
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+}

@@ -1,0 +1,63 @@
+//! `TieredStore` over Redis: an `LruStore` L1 per process in front of `RedisStore`, kept
+//! coherent by `RedisBackplane` (pub/sub). Each cache has clients of its own (another
+//! "process"). The scenarios are `echocache_testkit::tiered`'s, shared with NATS. Each
+//! test runs its own `redis-server` on a free loopback port; ignored by `cargo test`, run
+//! by `cargo xtask test`.
+
+use std::time::Duration;
+
+use echocache_core::{L1Entry, TieredStore};
+use echocache_memory::LruStore;
+use echocache_redis::{RedisBackplane, RedisStore};
+use echocache_testkit::{OwnServer, tiered};
+
+type Tiered = TieredStore<String, LruStore<L1Entry<String>>, RedisStore<String>, RedisBackplane>;
+
+async fn tiered_store(url: &str) -> Tiered {
+    let l2 = RedisStore::connect(url, "tiered", Duration::from_secs(600))
+        .await
+        .expect("store");
+    let backplane = RedisBackplane::connect(url, "tiered")
+        .await
+        .expect("backplane");
+    TieredStore::new(LruStore::new(1_000).unwrap(), l2, backplane)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn values_are_never_older_than_the_bound_across_four_processes() {
+    let server = OwnServer::redis();
+    let url = server.url();
+    let seen = tiered::values_are_never_older_than_the_bound(
+        || tiered_store(&url),
+        4,
+        100,
+        8,
+        Duration::from_secs(3),
+        Duration::from_millis(50),
+    )
+    .await;
+    eprintln!("{} values served", seen.served);
+    assert!(
+        seen.served > 1_000,
+        "the run served values: {}",
+        seen.served
+    );
+    assert!(seen.violations.is_empty(), "{:#?}", seen.violations);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn l1_copies_are_dropped_when_the_backplane_reconnects() {
+    let mut server = OwnServer::redis();
+    tiered::l1_copies_are_dropped_when_the_backplane_reconnects(
+        &mut server,
+        |url| async move { tiered_store(&url).await },
+        |url| async move {
+            RedisStore::<String>::connect(&url, "tiered", Duration::from_secs(600))
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+}
