@@ -9,12 +9,14 @@
 //! `footprint.rs` measures the memory stores' bytes per entry; `backends.rs` the Redis and
 //! NATS stores beside their raw clients (skipped, with a message, when no server answers);
 //! `fleet.rs` what ordered writes, the fleet lock and waiting for another process cost;
-//! `outage.rs` what a fetch costs while the store is stalled or dead.
+//! `outage.rs` what a fetch costs while the store is stalled or dead; `tiered.rs` the
+//! tiered store against the memory store and `RedisStore` alone.
 
 mod backends;
 mod fleet;
 mod footprint;
 mod outage;
+mod tiered;
 
 use std::future::Future;
 use std::hint::black_box;
@@ -578,6 +580,6 @@ criterion_group! {
     name = benches;
     config = config();
     targets = fetch_hit, fetch_miss, fetch_concurrent, lazy, stores, footprint::memory_footprint,
-        single_flight, backends::redis, backends::nats, fleet::redis, fleet::nats, outage::outage, finish
+        single_flight, backends::redis, backends::nats, fleet::redis, fleet::nats, outage::outage, tiered::tiered_benches, finish
 }
 criterion_main!(benches);

@@ -12,6 +12,7 @@ use crate::services::{Nats, Redis, Service};
 
 mod fleet;
 mod outage;
+mod tiered;
 
 /// One criterion result.
 #[derive(Debug, Clone)]
@@ -258,6 +259,7 @@ fn report(
     backends(&mut md, est, figures);
     fleet::section(&mut md, est, figures);
     outage::section(&mut md, figures);
+    tiered::section(&mut md, est);
     memory(&mut md, figures);
 
     let _ = writeln!(md, "\n## Every bench, by group");

@@ -20,9 +20,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::SystemTime;
 
-use crate::{Entry, LockToken, Store, StoreError, Version};
+use crate::{Clock, Entry, LockToken, Store, StoreError, Version};
 
 /// Generation stripes of a [`TieredStore`]: an invalidation sends the L1 entries of its
 /// stripe (about 1/4096 of them) back to L2 once.
@@ -160,7 +160,7 @@ impl Coherence {
 pub struct L1Entry<V> {
     entry: Entry<V>,
     stamp: Stamp,
-    filled: Instant,
+    filled: SystemTime,
 }
 
 impl<V> fmt::Debug for L1Entry<V> {
@@ -216,6 +216,7 @@ pub struct TieredStore<V, L1, L2, B> {
     backplane: B,
     coherence: Arc<Coherence>,
     l1_ttl: Duration,
+    clock: Clock,
     value: PhantomData<fn() -> V>,
 }
 
@@ -231,7 +232,21 @@ impl<V, L1, L2, B: Backplane> TieredStore<V, L1, L2, B> {
             backplane,
             coherence,
             l1_ttl: DEFAULT_L1_TTL,
+            clock: Clock::default(),
             value: PhantomData,
+        }
+    }
+
+    /// The clock the L1 TTL is counted on (e.g. a [`ManualClock`](crate::ManualClock) in
+    /// tests).
+    ///
+    /// # Default
+    ///
+    /// [`Clock::system`]: the coarse wall clock, a few nanoseconds a read.
+    pub fn clock(self, clock: impl Into<Clock>) -> Self {
+        Self {
+            clock: clock.into(),
+            ..self
         }
     }
 
@@ -293,9 +308,22 @@ where
         let copy = L1Entry {
             entry: entry.clone(),
             stamp,
-            filled: Instant::now(),
+            filled: self.clock.now(),
         };
         let _ = self.l1.set(key, &Entry::new(copy, entry.written_at)).await;
+    }
+
+    /// Reads L2 and fills L1 with what it read, stamped with `stamp` (taken before).
+    async fn read_l2(
+        &self,
+        key: &str,
+        stamp: Option<Stamp>,
+    ) -> Result<Option<Entry<V>>, StoreError> {
+        let read = self.l2.get(key).await?;
+        if let (Some(entry), Some(stamp)) = (&read, stamp) {
+            self.fill(key, entry, stamp).await;
+        }
+        Ok(read)
     }
 
     /// After this process changed `key` in L2: older L1 copies of it (in this process) are
@@ -349,15 +377,17 @@ where
             && let Ok(Some(copy)) = self.l1.get(key).await
         {
             let copy = copy.value;
-            if copy.stamp == stamp && copy.filled.elapsed() < self.l1_ttl {
+            let age = self
+                .clock
+                .now()
+                .duration_since(copy.filled)
+                .unwrap_or(Duration::ZERO);
+            if copy.stamp == stamp && age < self.l1_ttl {
                 return Ok(Some(copy.entry));
             }
         }
-        let read = self.l2.get(key).await?;
-        if let (Some(entry), Some(stamp)) = (&read, stamp) {
-            self.fill(key, entry, stamp).await;
-        }
-        Ok(read)
+        // Boxed: the L2 read's state (a network call) stays out of the L1 hit's future.
+        Box::pin(self.read_l2(key, stamp)).await
     }
 
     async fn set(&self, key: &str, entry: &Entry<V>) -> Result<(), StoreError> {

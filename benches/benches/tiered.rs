@@ -1,0 +1,224 @@
+//! The tiered store (issue 14), against the Redis found by `cargo xtask bench`:
+//!
+//! - `l1_hit/tiered` vs `l1_hit/lru`: `EchoCache::fetch` hits through a `TieredStore`
+//!   (`LruStore` L1, `RedisStore` L2, `RedisBackplane`) and through the same `LruStore`
+//!   alone; polled without an executor, so a hit that reached Redis could not complete
+//!   (the bench would panic): both measure L1 hits only.
+//! - `l2_hit/tiered` vs `l2_hit/redis`: one fetch after the other on a current-thread
+//!   runtime, through a tiered store whose L1 holds one entry (100 keys cycled: every read
+//!   misses L1, reads Redis and fills L1) and through `RedisStore` alone.
+//! - `hot_64/tiered` vs `hot_64/redis`: 64 tasks on a 2-worker runtime fetching 100 hot
+//!   keys; wall time per fetch (1 / throughput).
+//!
+//! Keys under a prefix unique to the run, with a 10-minute TTL.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{Criterion, Throughput};
+use echocache::store::{LruStore, RedisBackplane, RedisStore};
+use echocache::{EchoCache, L1Entry, Store, TieredStore};
+
+use crate::{Never, current_thread, multi_thread, ready};
+
+const KEYS: usize = 100;
+const TASKS: usize = 64;
+const TTL: Duration = Duration::from_secs(600);
+
+type Tiered = TieredStore<String, LruStore<L1Entry<String>>, RedisStore<String>, RedisBackplane>;
+
+fn keys() -> Arc<Vec<String>> {
+    Arc::new((0..KEYS).map(|i| format!("k{i}")).collect())
+}
+
+async fn tiered(url: &str, prefix: &str, l1: usize) -> Result<EchoCache<String, Tiered>, String> {
+    let l2 = RedisStore::connect(url, prefix, TTL)
+        .await
+        .map_err(|e| e.to_string())?;
+    let backplane = RedisBackplane::connect(url, prefix)
+        .await
+        .map_err(|e| e.to_string())?;
+    let store = TieredStore::new(LruStore::new(l1).map_err(|e| e.to_string())?, l2, backplane);
+    let subscribed = Instant::now();
+    while !store.is_l1_serving() {
+        if subscribed.elapsed() > Duration::from_secs(3) {
+            return Err("the backplane did not subscribe within 3 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(EchoCache::new(store))
+}
+
+async fn redis(url: &str, prefix: &str) -> Result<EchoCache<String, RedisStore<String>>, String> {
+    RedisStore::connect(url, prefix, TTL)
+        .await
+        .map(EchoCache::new)
+        .map_err(|e| e.to_string())
+}
+
+/// Writes every key once (through `cache`, so that they exist in Redis).
+async fn fill<S: Store<String>>(cache: &EchoCache<String, S>, keys: &[String]) {
+    for k in keys {
+        let _ = cache.insert(k, "v".repeat(100)).await;
+    }
+}
+
+/// `tiered`: see the module docs.
+pub(crate) fn tiered_benches(c: &mut Criterion) {
+    let url = std::env::var("ECHOCACHE_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+    let ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    let prefix = format!("echocache-tiered-bench-{}-{ms}", std::process::id());
+    if let Err(e) = run(c, &url, &prefix) {
+        eprintln!("tiered: Redis at {url}: {e}; the tiered benches stopped");
+    }
+}
+
+fn run(c: &mut Criterion, url: &str, prefix: &str) -> Result<(), String> {
+    let keys = keys();
+    let bg = multi_thread();
+    let miss = || async { Ok::<_, Never>(String::from("loaded")) };
+
+    // L1 hits: set up on a runtime that keeps running the clients, measured without one.
+    let (tiered_l1, lru) = bg.block_on(async {
+        let tiered_l1 = tiered(url, prefix, KEYS * 2).await?;
+        fill(&tiered_l1, &keys).await;
+        for k in keys.iter() {
+            tiered_l1.fetch(k, miss).await.map_err(|e| e.to_string())?;
+        }
+        let lru = EchoCache::new(LruStore::<String>::new(KEYS * 2).map_err(|e| e.to_string())?);
+        fill(&lru, &keys).await;
+        Ok::<_, String>((tiered_l1, lru))
+    })?;
+    let mut g = c.benchmark_group("tiered");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    g.bench_function("l1_hit/tiered", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(ready(tiered_l1.fetch(&keys[i], miss)).ok())
+        })
+    });
+    g.bench_function("l1_hit/lru", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(ready(lru.fetch(&keys[i], miss)).ok())
+        })
+    });
+    let s = tiered_l1.stats();
+    if s.misses != 0 || s.loads != 0 {
+        return Err(format!("l1_hit: every fetch should have hit: {s:?}"));
+    }
+
+    // L2 hits, one after the other on the runtime the clients run on.
+    let seq = current_thread();
+    let (tiered_l2, plain) = seq.block_on(async {
+        Ok::<_, String>((tiered(url, prefix, 1).await?, redis(url, prefix).await?))
+    })?;
+    g.bench_function("l2_hit/tiered", |b| {
+        b.iter_custom(|iters| {
+            sequential(&seq, iters, |n| {
+                let k = &keys[n];
+                let cache = &tiered_l2;
+                async move {
+                    black_box(cache.fetch(k, miss).await.ok());
+                }
+            })
+        })
+    });
+    g.bench_function("l2_hit/redis", |b| {
+        b.iter_custom(|iters| {
+            sequential(&seq, iters, |n| {
+                let k = &keys[n];
+                let cache = &plain;
+                async move {
+                    black_box(cache.fetch(k, miss).await.ok());
+                }
+            })
+        })
+    });
+    for (name, s) in [("tiered", tiered_l2.stats()), ("redis", plain.stats())] {
+        if s.misses != 0 {
+            return Err(format!("l2_hit/{name}: every fetch should have hit: {s:?}"));
+        }
+    }
+
+    // Hot keys from 64 tasks.
+    let (hot_tiered, hot_redis) = bg.block_on(async {
+        let t = tiered(url, prefix, KEYS * 2).await?;
+        Ok::<_, String>((Arc::new(t), Arc::new(redis(url, prefix).await?)))
+    })?;
+    let run_hot = |iters: u64, cache: Arc<dyn Fetch>| {
+        let per_task = iters.div_ceil(TASKS as u64);
+        let elapsed = bg.block_on(async {
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|t| {
+                    let (cache, keys) = (Arc::clone(&cache), Arc::clone(&keys));
+                    tokio::spawn(async move {
+                        for n in 0..per_task as usize {
+                            cache.fetch_one(&keys[(t + n) % KEYS]).await;
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                let _ = task.await;
+            }
+            start.elapsed()
+        });
+        elapsed.mul_f64(iters as f64 / (per_task * TASKS as u64) as f64)
+    };
+    g.bench_function("hot_64/tiered", |b| {
+        b.iter_custom(|iters| run_hot(iters, hot_tiered.clone()))
+    });
+    g.bench_function("hot_64/redis", |b| {
+        b.iter_custom(|iters| run_hot(iters, hot_redis.clone()))
+    });
+    g.finish();
+    Ok(())
+}
+
+/// `iters` calls of `op(key index)`, one after the other inside `block_on` of `rt`.
+fn sequential<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, op: F) -> Duration
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for n in 0..iters {
+            op(n as usize % KEYS).await;
+        }
+        start.elapsed()
+    })
+}
+
+/// A cache the hot-key bench fetches through, behind one type.
+trait Fetch: Send + Sync + 'static {
+    fn fetch_one<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+}
+
+impl<S: Store<String>> Fetch for EchoCache<String, S> {
+    fn fetch_one<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            black_box(
+                self.fetch(key, || async { Ok::<_, Never>(String::from("loaded")) })
+                    .await
+                    .ok(),
+            );
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! The "Tiered store" section of the report (`benches/benches/tiered.rs`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::{Estimate, median, ns};
+
+pub(super) fn section(md: &mut String, est: &BTreeMap<String, Estimate>) {
+    let _ = writeln!(md, "\n## Tiered store\n");
+    let _ = writeln!(
+        md,
+        "`TieredStore` with an `LruStore` L1, `RedisStore` L2 and `RedisBackplane`, against \
+         the same stores alone, through `EchoCache::fetch`, in one run (100 keys, 100-byte \
+         values). *L1 hit*: polled without an executor, so a read that reached Redis could \
+         not complete. *L2 hit*: the tiered store's L1 holds one entry, so every read misses \
+         it, reads Redis and fills L1; one fetch after the other. *64 tasks*: hot keys from \
+         64 tasks on 2 workers, wall time per fetch (1 / throughput).\n"
+    );
+    let _ = writeln!(md, "| path | tiered | alone | tiered / alone | target |");
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    let rows = [
+        (
+            "L1 hit (vs `LruStore` alone)",
+            "l1_hit/tiered",
+            "l1_hit/lru",
+            Some(1.2),
+        ),
+        (
+            "L2 hit (vs `RedisStore` alone)",
+            "l2_hit/tiered",
+            "l2_hit/redis",
+            Some(1.1),
+        ),
+        (
+            "hot keys, 64 tasks (vs `RedisStore` alone)",
+            "hot_64/tiered",
+            "hot_64/redis",
+            None,
+        ),
+    ];
+    for (name, tiered, alone, target) in rows {
+        let (t, a) = (
+            median(est, &format!("tiered/{tiered}")),
+            median(est, &format!("tiered/{alone}")),
+        );
+        let show = |v: Option<f64>| v.map_or("not measured".to_owned(), ns);
+        let ratio = match (t, a) {
+            (Some(t), Some(a)) => format!("{:.2}×", t / a),
+            _ => "—".to_owned(),
+        };
+        let verdict = match (t, a, target) {
+            (Some(t), Some(a), Some(limit)) if t / a <= limit => format!("≤ {limit}×: holds"),
+            (Some(_), Some(_), Some(limit)) => format!("≤ {limit}×: **does not hold**"),
+            (Some(t), Some(a), None) => format!("{:.1}× the throughput", a / t),
+            _ => "—".to_owned(),
+        };
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {ratio} | {verdict} |",
+            show(t),
+            show(a)
+        );
+    }
+}
