@@ -242,3 +242,42 @@ async fn caches_over_tiered_stores_see_each_other_writes() {
         "the load's write and the invalidation were announced"
     );
 }
+
+#[tokio::test]
+async fn a_background_refresh_in_one_process_reaches_the_l1_of_another() {
+    let l2 = TestStore::<String>::new();
+    let bus = LocalBus::new();
+    let clock = ManualClock::new(SystemTime::now());
+    let a = echocache_core::LazyEchoCache::builder(node(l2.clone(), &bus))
+        .refresh_after(Duration::from_secs(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let b = node(l2.clone(), &bus);
+    l2.put("k", Entry::new("old".to_owned(), clock.now()));
+    assert_eq!(value(&b, "k").await.as_deref(), Some("old"), "in B's L1");
+    clock.advance(Duration::from_secs(2));
+    let stale = a
+        .fetch("k", || async {
+            Ok::<_, std::io::Error>("refreshed".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        stale, "old",
+        "a stale hit; the refresh runs in the background"
+    );
+    for _ in 0..1_000 {
+        if a.stats().refreshes == 1 && a.refreshes_pending() == 0 && a.loads_in_flight() == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(a.stats().refreshes, 1, "{:?}", a.stats());
+    assert_eq!(
+        value(&b, "k").await.as_deref(),
+        Some("refreshed"),
+        "A's refresh was announced: B dropped its copy"
+    );
+    a.shutdown().await;
+}
