@@ -9,6 +9,8 @@
 //!   misses L1, reads Redis and fills L1) and through `RedisStore` alone.
 //! - `hot_64/tiered` vs `hot_64/redis`: 64 tasks on a 2-worker runtime fetching 100 hot
 //!   keys; wall time per fetch (1 / throughput).
+//! - Outside criterion, the propagation delay: from process A's `insert` returning to
+//!   process B serving the new value instead of its L1 copy.
 //!
 //! Keys under a prefix unique to the run, with a 10-minute TTL.
 
@@ -25,6 +27,8 @@ use crate::{Never, current_thread, multi_thread, ready};
 const KEYS: usize = 100;
 const TASKS: usize = 64;
 const TTL: Duration = Duration::from_secs(600);
+/// Trials of the propagation measurement.
+const PROPAGATION_TRIALS: usize = 200;
 
 type Tiered = TieredStore<String, LruStore<L1Entry<String>>, RedisStore<String>, RedisBackplane>;
 
@@ -182,6 +186,57 @@ fn run(c: &mut Criterion, url: &str, prefix: &str) -> Result<(), String> {
         b.iter_custom(|iters| run_hot(iters, hot_redis.clone()))
     });
     g.finish();
+    propagation(&bg, url, prefix)
+}
+
+/// How long after process A's `insert` returned process B (its own clients) serves the new
+/// value instead of its L1 copy: B polls from the moment A's insert returned. Recorded as
+/// `tiered/propagation_ms/{p50,p99,max}` over [`PROPAGATION_TRIALS`] trials.
+fn propagation(bg: &tokio::runtime::Runtime, url: &str, prefix: &str) -> Result<(), String> {
+    let delays = bg.block_on(async {
+        let a = tiered(url, prefix, KEYS * 2).await?;
+        let b = tiered(url, prefix, KEYS * 2).await?;
+        let mut delays = Vec::with_capacity(PROPAGATION_TRIALS);
+        for trial in 0..PROPAGATION_TRIALS {
+            let key = format!("propagation-{trial}");
+            a.insert(&key, "old".to_owned())
+                .await
+                .map_err(|e| e.to_string())?;
+            // B's L1 holds "old" (read until it does: A's own announcement may arrive
+            // during B's first read, which then fills nothing).
+            for _ in 0..100 {
+                let _ = b.get(&key).await;
+            }
+            a.insert(&key, "new".to_owned())
+                .await
+                .map_err(|e| e.to_string())?;
+            let returned = Instant::now();
+            loop {
+                if b.get(&key).await.map_err(|e| e.to_string())?.as_deref() == Some("new") {
+                    break;
+                }
+                if returned.elapsed() > Duration::from_secs(5) {
+                    return Err(format!("{key}: B still served the old value after 5 s"));
+                }
+                tokio::task::yield_now().await;
+            }
+            delays.push(returned.elapsed());
+            let _ = a.invalidate(&key).await;
+        }
+        Ok::<_, String>(delays)
+    })?;
+    let mut ms: Vec<f64> = delays.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let rank = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    echocache_benches::record("tiered/propagation_ms/p50", rank(0.5));
+    echocache_benches::record("tiered/propagation_ms/p99", rank(0.99));
+    echocache_benches::record("tiered/propagation_ms/max", ms[ms.len() - 1]);
+    eprintln!(
+        "tiered: propagation p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        rank(0.5),
+        rank(0.99),
+        ms[ms.len() - 1]
+    );
     Ok(())
 }
 

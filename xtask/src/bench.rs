@@ -259,7 +259,7 @@ fn report(
     backends(&mut md, est, figures);
     fleet::section(&mut md, est, figures);
     outage::section(&mut md, figures);
-    tiered::section(&mut md, est);
+    tiered::section(&mut md, est, figures);
     memory(&mut md, figures);
 
     let _ = writeln!(md, "\n## Every bench, by group");
@@ -304,6 +304,7 @@ fn report(
                 "interleaved/",
                 "fleet/",
                 "outage/",
+                "tiered/",
             ]
             .iter()
             .any(|p| k.starts_with(p))

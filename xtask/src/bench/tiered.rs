@@ -5,7 +5,11 @@ use std::fmt::Write as _;
 
 use super::{Estimate, median, ns};
 
-pub(super) fn section(md: &mut String, est: &BTreeMap<String, Estimate>) {
+pub(super) fn section(
+    md: &mut String,
+    est: &BTreeMap<String, Estimate>,
+    figures: &BTreeMap<String, f64>,
+) {
     let _ = writeln!(md, "\n## Tiered store\n");
     let _ = writeln!(
         md,
@@ -60,5 +64,25 @@ pub(super) fn section(md: &mut String, est: &BTreeMap<String, Estimate>) {
             show(t),
             show(a)
         );
+    }
+    let f = |p: &str| figures.get(&format!("tiered/propagation_ms/{p}")).copied();
+    match (f("p50"), f("p99"), f("max")) {
+        (Some(p50), Some(p99), Some(max)) => {
+            let _ = writeln!(
+                md,
+                "\nPropagation: from process A's `insert` returning to process B (its own \
+                 clients) serving the new value instead of its L1 copy, 200 trials: p50 \
+                 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms (target: p99 ≤ 10 ms on \
+                 loopback: {}).",
+                if p99 <= 10.0 {
+                    "holds"
+                } else {
+                    "**does not hold**"
+                }
+            );
+        }
+        _ => {
+            let _ = writeln!(md, "\nPropagation: not measured in this run.");
+        }
     }
 }
