@@ -5,20 +5,11 @@
 //! its own `nats-server -js` on a free loopback port, never the shared one; ignored by
 //! `cargo test`, run by `cargo xtask test`.
 
-use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
-use echocache_testkit::{Kind, OwnServer, outage};
+mod own_client;
 
-/// A store over a new async-nats client at its defaults, on the server's `cache` bucket.
-async fn store(server: &OwnServer, prefix: &str) -> NatsStore<String> {
-    let client = async_nats::connect(server.url())
-        .await
-        .expect("connect to the test's own nats");
-    let js = async_nats::jetstream::new(client);
-    let kv = open_or_create_bucket(&js, "cache", &BucketOptions::new())
-        .await
-        .expect("bucket");
-    NatsStore::new(kv, prefix).unwrap()
-}
+use echocache_nats::NatsStore;
+use echocache_testkit::{Kind, OwnServer, outage};
+use own_client::store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs nats-server: cargo xtask test"]

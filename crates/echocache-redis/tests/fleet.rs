@@ -5,24 +5,11 @@
 //! Each test runs its own `redis-server` on a free loopback port, never the shared one;
 //! ignored by `cargo test`, run by `cargo xtask test`.
 
-use std::time::Duration;
+mod own_client;
 
-use echocache_redis::RedisStore;
-use echocache_redis::fred::prelude::*;
 use echocache_testkit::OwnServer;
 use echocache_testkit::fleet::{self, CacheKind};
-
-/// A store over a new fred client (another "process").
-async fn store(server: &OwnServer, prefix: &str) -> RedisStore<String> {
-    let client = Builder::from_config(Config::from_url(&server.url()).unwrap())
-        .build()
-        .unwrap();
-    client
-        .init()
-        .await
-        .expect("connect to the test's own redis");
-    RedisStore::new(client, prefix, Duration::from_secs(60)).unwrap()
-}
+use own_client::store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server: cargo xtask test"]

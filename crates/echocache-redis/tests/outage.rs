@@ -5,24 +5,13 @@
 //! `redis-server` on a free loopback port, never the shared one; ignored by `cargo test`,
 //! run by `cargo xtask test`.
 
+mod own_client;
+
 use std::time::Duration;
 
 use echocache_redis::RedisStore;
-use echocache_redis::fred::prelude::*;
 use echocache_testkit::{Kind, OwnServer, outage};
-
-/// A store over a new fred client at its defaults (no command timeout): the user's own
-/// setup at its worst.
-async fn store(server: &OwnServer, prefix: &str) -> RedisStore<String> {
-    let client = Builder::from_config(Config::from_url(&server.url()).unwrap())
-        .build()
-        .unwrap();
-    client
-        .init()
-        .await
-        .expect("connect to the test's own redis");
-    RedisStore::new(client, prefix, Duration::from_secs(60)).unwrap()
-}
+use own_client::store;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server: cargo xtask test"]

@@ -175,6 +175,34 @@ where
     all
 }
 
+/// [`values_are_never_older_than_the_bound`] as every backplane runs it: 4 caches, 100
+/// keys, 8 tasks, 3 s, a bound of 250 ms (far above the backplane's delay on loopback, so
+/// that a busy CI machine does not fail the run; a backplane that delivers nothing fails it
+/// by seconds). Asserts that the run served values and none was older than the bound.
+pub async fn assert_coherent<S, F, Fut>(make: F)
+where
+    S: Store<String>,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let seen = values_are_never_older_than_the_bound(
+        make,
+        4,
+        100,
+        8,
+        Duration::from_secs(3),
+        Duration::from_millis(250),
+    )
+    .await;
+    eprintln!("{} values served", seen.served);
+    assert!(
+        seen.served > 1_000,
+        "the run served values: {}",
+        seen.served
+    );
+    assert!(seen.violations.is_empty(), "{:#?}", seen.violations);
+}
+
 /// A cache over a tiered store holds `k` in its L1; the server is killed and started
 /// again, and another process writes a new value straight into L2, announcing nothing (A
 /// could not have heard it anyway while its connection was down). A sees the new value
