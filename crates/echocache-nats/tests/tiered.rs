@@ -4,8 +4,6 @@
 //! Each test runs its own `nats-server -js` on a free loopback port; ignored by
 //! `cargo test`, run by `cargo xtask test`.
 
-use std::time::Duration;
-
 use echocache_core::{L1Entry, TieredStore};
 use echocache_memory::LruStore;
 use echocache_nats::{NatsBackplane, NatsStore};
