@@ -254,7 +254,11 @@ impl Breaker {
             if self.failures.load(Ordering::Relaxed) != 0 {
                 self.failures.store(0, Ordering::Relaxed);
             }
-            if self.open_until.swap(0, Ordering::AcqRel) != 0 {
+            // A load first: the common case (closed) makes no read-modify-write, which on
+            // every hit would bounce the cache line between cores.
+            if self.open_until.load(Ordering::Acquire) != 0
+                && self.open_until.swap(0, Ordering::AcqRel) != 0
+            {
                 crate::events::circuit_closed();
             }
             return;
