@@ -63,6 +63,8 @@ pub trait DynStore<V>: Send + Sync + 'static {
         entry: &'a Entry<V>,
         version: &'a Version,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// [`Store::changed`].
+    fn changed<'a>(&'a self, key: &'a str, within: Duration) -> BoxFuture<'a, ()>;
     /// [`Store::shares_locks`].
     fn shares_locks(&self) -> bool;
     /// The store itself, for [`BoxStore::downcast_ref`].
@@ -124,6 +126,10 @@ impl<V: 'static, S: Store<V>> DynStore<V> for S {
         version: &'a Version,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(Store::set_if_version(self, key, entry, version))
+    }
+
+    fn changed<'a>(&'a self, key: &'a str, within: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(Store::changed(self, key, within))
     }
 
     fn shares_locks(&self) -> bool {
@@ -266,6 +272,10 @@ impl<V: Send + Sync + 'static> Store<V> for BoxStore<V> {
         version: &Version,
     ) -> Result<bool, StoreError> {
         self.inner.set_if_version(key, entry, version).await
+    }
+
+    async fn changed(&self, key: &str, within: Duration) {
+        self.inner.changed(key, within).await;
     }
 
     fn shares_locks(&self) -> bool {

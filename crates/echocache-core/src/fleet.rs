@@ -4,7 +4,8 @@
 //! checked against.
 //!
 //! A node that finds the lock taken polls the store for the value (pausing a quarter of
-//! the time waited so far, 2 ms to 50 ms), trying the lock again at each round; it loads
+//! the time waited so far, 2 ms to 50 ms, or until the store hears the key changed:
+//! `Store::changed`), trying the lock again at each round; it loads
 //! anyway once `load_timeout` has
 //! passed (a holder that died costs a waiting fetch about the load timeout, never the
 //! lock's TTL). Store failures fail open: the leader loads without the lock.
@@ -218,7 +219,11 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                 };
             }
             let pause = (started.elapsed() / 4).clamp(FIRST_POLL, LONGEST_POLL);
-            tokio::time::sleep(pause.min(bound.saturating_sub(started.elapsed()))).await;
+            // Ends early when the store hears the key may have changed (a tiered store's
+            // backplane announces the holder's write).
+            self.store
+                .changed(key, pause.min(bound.saturating_sub(started.elapsed())))
+                .await;
             match self.get_versioned(key).await {
                 Ok((Some(entry), _)) if self.accepts(accept, &entry) => {
                     incr(&self.stats.fleet_waits);

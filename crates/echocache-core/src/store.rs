@@ -162,6 +162,21 @@ pub trait Store<V>: Send + Sync + 'static {
         futures::FutureExt::map(self.set(key, entry), |written| written.map(|()| true))
     }
 
+    /// Waits until `key` may have changed in the store, or until `within` has passed,
+    /// whichever comes first. A process waiting for another's load of `key` (the
+    /// fleet-wide single-flight) calls it between two reads of the store: a store that
+    /// hears of changes (a [`TieredStore`](crate::TieredStore) through its backplane)
+    /// returns as soon as one may concern `key`, so the waiter reads the value at once
+    /// instead of at its next poll.
+    ///
+    /// # Default
+    ///
+    /// Sleeps `within` (the waiter polls).
+    fn changed(&self, key: &str, within: Duration) -> impl Future<Output = ()> + Send {
+        let _ = key;
+        tokio::time::sleep(within)
+    }
+
     /// Whether the refresh lock is shared with other processes (Redis, NATS), so that a
     /// miss's load takes it first and other processes wait for its value instead of
     /// loading the same key at once (the fleet-wide single-flight).

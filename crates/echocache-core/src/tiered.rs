@@ -109,6 +109,8 @@ struct Coherence {
     epoch: AtomicU64,
     connected: AtomicBool,
     hasher: foldhash::fast::FixedState,
+    /// Woken at every bump, for the fleet waiters of [`Store::changed`].
+    bumped: tokio::sync::Notify,
 }
 
 /// What an L1 entry must match to be served, read before the L2 read that fills it.
@@ -125,6 +127,7 @@ impl Coherence {
             epoch: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             hasher: foldhash::fast::FixedState::default(),
+            bumped: tokio::sync::Notify::new(),
         }
     }
 
@@ -135,6 +138,7 @@ impl Coherence {
 
     fn bump(&self, key: &str) {
         self.stripe(key).fetch_add(1, Ordering::SeqCst);
+        self.bumped.notify_waiters();
     }
 
     /// The stamp of `key` now, if the L1 may be used (the backplane is connected).
@@ -436,5 +440,27 @@ where
 
     fn shares_locks(&self) -> bool {
         self.l2.shares_locks()
+    }
+
+    /// Returns as soon as an announcement for `key`'s stripe arrives (or this process
+    /// writes it), else after `within`: a fleet waiter reads the holder's value as soon as
+    /// the holder's write is announced.
+    async fn changed(&self, key: &str, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let stripe = self.coherence.stripe(key);
+        let seen = stripe.load(Ordering::SeqCst);
+        loop {
+            let bumped = self.coherence.bumped.notified();
+            let mut bumped = std::pin::pin!(bumped);
+            // Registered before the check: a bump from here on wakes it.
+            bumped.as_mut().enable();
+            if stripe.load(Ordering::SeqCst) != seen {
+                return;
+            }
+            tokio::select! {
+                () = &mut bumped => {}
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
     }
 }

@@ -281,3 +281,49 @@ async fn a_background_refresh_in_one_process_reaches_the_l1_of_another() {
     );
     a.shutdown().await;
 }
+
+/// Process B waits (fleet single-flight) for process A's load of a cold key. Over tiered
+/// stores, B reads A's value the moment A's write is announced, not at its next poll
+/// (which, 400 ms into the wait, is up to 50 ms away). Paused time: "the moment" is exact.
+#[tokio::test(start_paused = true)]
+async fn a_fleet_waiter_reads_the_value_when_the_holder_write_is_announced() {
+    let l2 = TestStore::<String>::new();
+    let bus = LocalBus::new();
+    let a = EchoCache::new(node(l2.clone(), &bus));
+    let b = EchoCache::new(node(l2.clone(), &bus));
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let holder = tokio::spawn({
+        let a = a.clone();
+        async move {
+            let v = a
+                .fetch("k", move || async move {
+                    let _ = started_tx.send(());
+                    tokio::time::sleep(Duration::from_millis(403)).await;
+                    Ok::<_, std::io::Error>("from A".to_owned())
+                })
+                .await;
+            (v, tokio::time::Instant::now())
+        }
+    });
+    started.await.unwrap();
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move {
+            let v = b
+                .fetch("k", || async {
+                    Ok::<_, std::io::Error>("from B".to_owned())
+                })
+                .await;
+            (v, tokio::time::Instant::now())
+        }
+    });
+    let ((va, a_done), (vb, b_done)) = (holder.await.unwrap(), waiter.await.unwrap());
+    assert_eq!(va.unwrap(), "from A");
+    assert_eq!(vb.unwrap(), "from A", "B waited for A's value");
+    assert_eq!(
+        b_done.saturating_duration_since(a_done),
+        Duration::ZERO,
+        "B read it when A's write was announced"
+    );
+    assert_eq!(b.stats().fleet_waits, 1, "{:?}", b.stats());
+}
