@@ -15,10 +15,11 @@
 //!
 //! Then, outside criterion, the wait: process A (its own client) loads a key for 20 ms
 //! while process B (another client) waits for it (B polls the store, pausing a quarter
-//! of the time waited so far, 2 ms to 50 ms: there are no notifications yet). Over
+//! of the time waited so far, 2 ms to 50 ms, or until its store hears of a change). Over
 //! [`WAIT_TRIALS`] trials, the time
 //! from A's `fetch` returning (its value is written) to B's returning is recorded as
-//! `fleet/{backend}/wait_after_value_ms/{p50,p99,max}`.
+//! `fleet/{backend}/wait_after_value_ms/{p50,p99,max}`; for Redis once more through tiered
+//! stores (`redis_tiered`), whose backplane tells B of A's write (`Store::changed`).
 //!
 //! Servers as in `backends.rs` (skipped with a message when unreachable); keys under a
 //! prefix (Redis, expiring after 10 minutes) or in a bucket (NATS, deleted at the end)
@@ -29,8 +30,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, Throughput};
-use echocache::store::{BucketOptions, NatsStore, RedisStore, open_or_create_bucket};
-use echocache::{EchoCache, Entry, Store};
+use echocache::store::{
+    BucketOptions, LruStore, NatsStore, RedisBackplane, RedisStore, open_or_create_bucket,
+};
+use echocache::{EchoCache, Entry, L1Entry, Store, TieredStore};
 use echocache_benches::record;
 
 use crate::{Never, current_thread, multi_thread};
@@ -101,6 +104,31 @@ pub(crate) fn redis(c: &mut Criterion) {
     match stores {
         (Ok(a), Ok(b)) => wait_after_value("redis", &wait_rt, a, b),
         _ => eprintln!("fleet: Redis wait measurement not run: cannot connect twice"),
+    }
+    // The same through tiered stores, whose backplane tells the waiter of the write.
+    let tiered = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let l2 = RedisStore::<String>::connect(&url, &format!("{prefix}-tiered"), TTL)
+                .await
+                .map_err(|e| e.to_string())?;
+            let backplane = RedisBackplane::connect(&url, &format!("{prefix}-tiered"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let store = TieredStore::new(
+                LruStore::<L1Entry<String>>::new(1_000).map_err(|e| e.to_string())?,
+                l2,
+                backplane,
+            );
+            let since = std::time::Instant::now();
+            while !store.is_l1_serving() && since.elapsed() < Duration::from_secs(3) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok::<_, String>(store)
+        })
+    };
+    match (tiered(&wait_rt), tiered(&wait_rt)) {
+        (Ok(a), Ok(b)) => wait_after_value("redis_tiered", &wait_rt, a, b),
+        _ => eprintln!("fleet: tiered wait measurement not run: cannot connect twice"),
     }
 }
 

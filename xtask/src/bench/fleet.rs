@@ -62,12 +62,20 @@ pub(super) fn section(
         md,
         "\nWaiting for another process: process A loads a key for 20 ms while process B, on \
          its own client, waits for A's value (B polls the store, pausing a quarter of the \
-         time waited so far, 2 ms to 50 ms; there are no notifications yet). The time from A's `fetch` returning (its \
+         time waited so far, 2 ms to 50 ms, or until its store hears of a change: a tiered \
+         store's backplane). The time from A's `fetch` returning (its \
          value written) to B's:\n"
     );
     let _ = writeln!(md, "| backend | trials | p50 | p99 | max |");
     let _ = writeln!(md, "|---|---|---|---|---|");
-    for (name, key) in [("Redis", "redis"), ("NATS", "nats")] {
+    for (name, key) in [
+        ("Redis", "redis"),
+        ("NATS", "nats"),
+        (
+            "Redis through `TieredStore` (the backplane notifies B)",
+            "redis_tiered",
+        ),
+    ] {
         let f = |what: &str| figures.get(&format!("fleet/{key}/{what}")).copied();
         let ms = |v: Option<f64>| v.map_or("not measured".to_owned(), |v| format!("{v:.2} ms"));
         let trials = f("wait_after_value/trials").map_or("—".to_owned(), |t| format!("{t:.0}"));
