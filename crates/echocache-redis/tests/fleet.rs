@@ -56,3 +56,42 @@ async fn a_failed_holder_hands_the_key_to_a_waiter() {
         fleet::a_failed_holder_hands_the_key_to_a_waiter(kind, |p| store(&server, p)).await;
     }
 }
+
+/// A store in the Go echocache's envelope format (its `{prefix}:lock:{key}` lock) over a
+/// new fred client.
+async fn go_store(
+    server: &OwnServer,
+    prefix: &str,
+) -> echocache_redis::RedisStore<String, echocache_redis::Json> {
+    use echocache_redis::fred::prelude::*;
+    let client = Builder::from_config(Config::from_url(&server.url()).unwrap())
+        .build()
+        .unwrap();
+    client
+        .init()
+        .await
+        .expect("connect to the test's own redis");
+    echocache_redis::RedisStore::go_echocache_compatible(
+        client,
+        prefix,
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn a_cold_key_is_loaded_once_across_go_format_processes() {
+    // The fleet lock is the Go layout's lock key in the Go format.
+    let server = OwnServer::redis();
+    for kind in CacheKind::ALL {
+        fleet::a_cold_key_is_loaded_once_across_processes(
+            kind,
+            |p| go_store(&server, p),
+            3,
+            10,
+            50,
+        )
+        .await;
+    }
+}

@@ -1,0 +1,127 @@
+//! The fleet-wide single-flight's store lock, taken by a miss's leader over a store whose
+//! locks are shared (`TestStore` says they are): held while the load runs, released on
+//! every path (value, error, panic, timeout, every caller gone).
+
+use std::time::Duration;
+
+use echocache_core::test_util::TestStore;
+use echocache_core::{EchoCache, Error};
+
+fn cache(store: &TestStore<String>) -> EchoCache<String, TestStore<String>> {
+    cache_timing_out_after(store, Duration::from_secs(30))
+}
+
+fn cache_timing_out_after(
+    store: &TestStore<String>,
+    load_timeout: Duration,
+) -> EchoCache<String, TestStore<String>> {
+    EchoCache::builder(store.clone())
+        .load_timeout(load_timeout)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_lock_is_held_while_the_load_runs_and_released_with_its_value() {
+    let store = TestStore::<String>::new();
+    let cache = cache(&store);
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let load = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .fetch("k", move || async move {
+                    let _ = started_tx.send(());
+                    let _ = released.await;
+                    Ok::<_, std::io::Error>("v".to_owned())
+                })
+                .await
+        }
+    });
+    started.await.unwrap();
+    assert!(store.is_locked("k"), "the leader holds the store lock");
+    release.send(()).unwrap();
+    assert_eq!(load.await.unwrap().unwrap(), "v");
+    assert!(!store.is_locked("k"));
+}
+
+async fn loader_bug() -> Result<String, std::io::Error> {
+    panic!("loader bug")
+}
+
+#[tokio::test]
+async fn the_lock_is_released_after_an_error_a_panic_and_a_timeout() {
+    let store = TestStore::<String>::new();
+    let cache = cache(&store);
+    let failed = cache
+        .fetch("error", || async {
+            Err::<String, _>(std::io::Error::other("database down"))
+        })
+        .await;
+    assert!(matches!(failed, Err(Error::Load(_))));
+    assert!(!store.is_locked("error"));
+
+    let panicked = cache.fetch("panic", loader_bug).await;
+    assert!(
+        matches!(panicked, Err(Error::LoaderPanicked(_))),
+        "{panicked:?}"
+    );
+    assert!(!store.is_locked("panic"));
+
+    // A short timeout here only: a panic's backtrace, printed by the panic hook, can take
+    // longer than 100 ms.
+    let timed_out = cache_timing_out_after(&store, Duration::from_millis(100))
+        .fetch("slow", || {
+            std::future::pending::<Result<String, std::io::Error>>()
+        })
+        .await;
+    assert!(matches!(timed_out, Err(Error::Timeout)));
+    assert!(!store.is_locked("slow"));
+    // Errors are not cached: the next fetch loads.
+    let v = cache
+        .fetch("error", || async {
+            Ok::<_, std::io::Error>("back".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, "back");
+}
+
+#[tokio::test]
+async fn the_lock_is_released_when_every_caller_is_gone() {
+    let store = TestStore::<String>::new();
+    let cache = cache(&store);
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let caller = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .fetch("k", move || async move {
+                    let _ = started_tx.send(());
+                    let _ = released.await;
+                    Ok::<_, std::io::Error>("v".to_owned())
+                })
+                .await
+        }
+    });
+    started.await.unwrap();
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    assert!(store.is_locked("k"), "the load goes on without its caller");
+    release.send(()).unwrap();
+    for _ in 0..1_000 {
+        if cache.loads_in_flight() == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(cache.loads_in_flight(), 0);
+    assert!(!store.is_locked("k"), "released when the load ended");
+    assert_eq!(
+        cache.get("k").await.unwrap().as_deref(),
+        Some("v"),
+        "and stored"
+    );
+}
