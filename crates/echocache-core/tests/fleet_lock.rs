@@ -21,13 +21,16 @@ fn cache_timing_out_after(
         .unwrap()
 }
 
-#[tokio::test]
-async fn the_lock_is_held_while_the_load_runs_and_released_with_its_value() {
-    let store = TestStore::<String>::new();
-    let cache = cache(&store);
+type Fetch = tokio::task::JoinHandle<Result<String, Error<std::io::Error>>>;
+
+/// A fetch of `k` on a task of its own, returned once its loader runs; the loader returns
+/// `"v"` when the sender is used (or dropped).
+async fn gated_fetch(
+    cache: &EchoCache<String, TestStore<String>>,
+) -> (Fetch, tokio::sync::oneshot::Sender<()>) {
     let (started_tx, started) = tokio::sync::oneshot::channel();
     let (release, released) = tokio::sync::oneshot::channel::<()>();
-    let load = tokio::spawn({
+    let fetch = tokio::spawn({
         let cache = cache.clone();
         async move {
             cache
@@ -39,7 +42,15 @@ async fn the_lock_is_held_while_the_load_runs_and_released_with_its_value() {
                 .await
         }
     });
-    started.await.unwrap();
+    started.await.expect("the loader runs");
+    (fetch, release)
+}
+
+#[tokio::test]
+async fn the_lock_is_held_while_the_load_runs_and_released_with_its_value() {
+    let store = TestStore::<String>::new();
+    let cache = cache(&store);
+    let (load, release) = gated_fetch(&cache).await;
     assert!(store.is_locked("k"), "the leader holds the store lock");
     release.send(()).unwrap();
     assert_eq!(load.await.unwrap().unwrap(), "v");
@@ -92,21 +103,7 @@ async fn the_lock_is_released_after_an_error_a_panic_and_a_timeout() {
 async fn the_lock_is_released_when_every_caller_is_gone() {
     let store = TestStore::<String>::new();
     let cache = cache(&store);
-    let (started_tx, started) = tokio::sync::oneshot::channel();
-    let (release, released) = tokio::sync::oneshot::channel::<()>();
-    let caller = tokio::spawn({
-        let cache = cache.clone();
-        async move {
-            cache
-                .fetch("k", move || async move {
-                    let _ = started_tx.send(());
-                    let _ = released.await;
-                    Ok::<_, std::io::Error>("v".to_owned())
-                })
-                .await
-        }
-    });
-    started.await.unwrap();
+    let (caller, release) = gated_fetch(&cache).await;
     caller.abort();
     assert!(caller.await.unwrap_err().is_cancelled());
     assert!(store.is_locked("k"), "the load goes on without its caller");

@@ -63,16 +63,8 @@ async fn go_store(
     server: &OwnServer,
     prefix: &str,
 ) -> echocache_redis::RedisStore<String, echocache_redis::Json> {
-    use echocache_redis::fred::prelude::*;
-    let client = Builder::from_config(Config::from_url(&server.url()).unwrap())
-        .build()
-        .unwrap();
-    client
-        .init()
-        .await
-        .expect("connect to the test's own redis");
     echocache_redis::RedisStore::go_echocache_compatible(
-        client,
+        own_client::client(server).await,
         prefix,
         std::time::Duration::from_secs(60),
     )

@@ -9,6 +9,11 @@ use echocache_redis::fred::prelude::*;
 use echocache_testkit::OwnServer;
 
 pub(crate) async fn store(server: &OwnServer, prefix: &str) -> RedisStore<String> {
+    RedisStore::new(client(server).await, prefix, Duration::from_secs(60)).unwrap()
+}
+
+/// A new fred client at its defaults, connected to `server`.
+pub(crate) async fn client(server: &OwnServer) -> Client {
     let client = Builder::from_config(Config::from_url(&server.url()).unwrap())
         .build()
         .unwrap();
@@ -16,5 +21,5 @@ pub(crate) async fn store(server: &OwnServer, prefix: &str) -> RedisStore<String
         .init()
         .await
         .expect("connect to the test's own redis");
-    RedisStore::new(client, prefix, Duration::from_secs(60)).unwrap()
+    client
 }
