@@ -472,6 +472,50 @@ where
         Ok(Some(entry))
     }
 
+    /// With a server-side TTL (`server_ttl`): publishes `bytes` on the subject of
+    /// `data_key` with `entry`'s remaining TTL and, with `expected`, the expected last
+    /// subject sequence; whether it was written (`false`: the sequence did not match).
+    /// `None` when the store uses no server-side TTL.
+    #[cfg(feature = "server-2-11")]
+    async fn publish_with_ttl(
+        &self,
+        data_key: &str,
+        bytes: &bytes::Bytes,
+        entry: &Entry<V>,
+        expected: Option<u64>,
+    ) -> Option<Result<bool, StoreError>> {
+        use async_nats::jetstream::context::PublishErrorKind;
+        use async_nats::jetstream::message::PublishMessage;
+
+        let (Some(ttl), Some(js)) = (self.ttl, &self.server_ttl) else {
+            return None;
+        };
+        let remaining = ttl.saturating_sub(entry.age(SystemTime::now()));
+        let written = self
+            .bucket
+            .run(|kv| async move {
+                let subject = format!("{}{data_key}", kv.prefix);
+                let mut message = PublishMessage::build()
+                    .payload(bytes.clone())
+                    .ttl(server_ttl_secs(remaining));
+                if let Some(sequence) = expected {
+                    message = message.expected_last_subject_sequence(sequence);
+                }
+                let ack = js
+                    .send_publish(subject, message)
+                    .await
+                    .map_err(StoreError::backend)?
+                    .await;
+                match ack {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(false),
+                    Err(e) => Err(StoreError::backend(e)),
+                }
+            })
+            .await;
+        Some(written)
+    }
+
     /// The bucket key for `key` and the bytes stored there for `entry`.
     fn stored(&self, key: &str, entry: &Entry<V>) -> Result<(String, bytes::Bytes), StoreError> {
         let (data_key, hashed) = self.keys.data_key(key);
@@ -542,33 +586,11 @@ where
         let data_key = data_key.as_str();
         let bytes = &bytes;
         #[cfg(feature = "server-2-11")]
-        if let (Some(ttl), Some(js)) = (self.ttl, &self.server_ttl) {
-            let remaining = ttl.saturating_sub(entry.age(SystemTime::now()));
-            return self
-                .bucket
-                .run(|kv| async move {
-                    let subject = format!("{}{data_key}", kv.prefix);
-                    let message = async_nats::jetstream::message::PublishMessage::build()
-                        .payload(bytes.clone())
-                        .expected_last_subject_sequence(revision)
-                        .ttl(server_ttl_secs(remaining));
-                    let ack = js
-                        .send_publish(subject, message)
-                        .await
-                        .map_err(StoreError::backend)?
-                        .await;
-                    match ack {
-                        Ok(_) => Ok(true),
-                        Err(e)
-                            if e.kind()
-                                == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
-                        {
-                            Ok(false)
-                        }
-                        Err(e) => Err(StoreError::backend(e)),
-                    }
-                })
-                .await;
+        if let Some(written) = self
+            .publish_with_ttl(data_key, bytes, entry, Some(revision))
+            .await
+        {
+            return written;
         }
         self.bucket
             .run(|kv| async move {
@@ -586,23 +608,8 @@ where
         let data_key = data_key.as_str();
         let bytes = &bytes;
         #[cfg(feature = "server-2-11")]
-        if let (Some(ttl), Some(js)) = (self.ttl, &self.server_ttl) {
-            let remaining = ttl.saturating_sub(entry.age(SystemTime::now()));
-            return self
-                .bucket
-                .run(|kv| async move {
-                    let subject = format!("{}{data_key}", kv.prefix);
-                    let message = async_nats::jetstream::message::PublishMessage::build()
-                        .payload(bytes.clone())
-                        .ttl(server_ttl_secs(remaining));
-                    js.send_publish(subject, message)
-                        .await
-                        .map_err(StoreError::backend)?
-                        .await
-                        .map_err(StoreError::backend)?;
-                    Ok(())
-                })
-                .await;
+        if let Some(written) = self.publish_with_ttl(data_key, bytes, entry, None).await {
+            return written.map(drop);
         }
         self.bucket
             .run(|kv| async move {

@@ -48,7 +48,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use echocache_chaos::{Args, count_panics, is_loopback_url, seed, write_report};
-use echocache_core::{EchoCache, LazyEchoCache, Stats};
+use echocache_core::{EchoCache, LazyEchoCache, Stats, Store};
 use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
 use echocache_redis::RedisStore;
 use echocache_redis::fred::prelude::{Client as RedisClient, ClientLike};
@@ -158,6 +158,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// An `EchoCache` as the run uses it.
+fn echo<S: Store<Versioned>>(store: S) -> Result<EchoCache<Versioned, S>, String> {
+    EchoCache::builder(store)
+        .load_timeout(LOAD_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// A `LazyEchoCache` as the run uses it.
+fn lazy<S: Store<Versioned>>(store: S) -> Result<LazyEchoCache<Versioned, S>, String> {
+    LazyEchoCache::builder(store)
+        .refresh_after(REFRESH_AFTER)
+        .expire_after(EXPIRE_AFTER)
+        .load_timeout(LOAD_TIMEOUT)
+        .workers(4)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// Sets up, runs the load, waits (bounded) for the recoveries, reports. `Ok(passed)`.
 async fn run(settings: &Settings, panics: &'static AtomicU64) -> Result<bool, String> {
     let run_id = format!("echocache-chaos-{:08x}", seed() as u32);
@@ -201,48 +220,12 @@ async fn run(settings: &Settings, panics: &'static AtomicU64) -> Result<bool, St
     };
     // The store timeout and circuit breaker stay at their defaults: what users get.
     let caches = Arc::new(vec![
-        Cache::RedisEcho(
-            EchoCache::builder(redis_store(&redis, "echo")?)
-                .load_timeout(LOAD_TIMEOUT)
-                .build()
-                .map_err(err)?,
-        ),
-        Cache::RedisLazy(
-            LazyEchoCache::builder(redis_store(&redis, "lazy")?)
-                .refresh_after(REFRESH_AFTER)
-                .expire_after(EXPIRE_AFTER)
-                .load_timeout(LOAD_TIMEOUT)
-                .workers(4)
-                .build()
-                .map_err(err)?,
-        ),
-        Cache::NatsEcho(
-            EchoCache::builder(nats_store(&kv, "echo")?)
-                .load_timeout(LOAD_TIMEOUT)
-                .build()
-                .map_err(err)?,
-        ),
-        Cache::NatsLazy(
-            LazyEchoCache::builder(nats_store(&kv, "lazy")?)
-                .refresh_after(REFRESH_AFTER)
-                .expire_after(EXPIRE_AFTER)
-                .load_timeout(LOAD_TIMEOUT)
-                .workers(4)
-                .build()
-                .map_err(err)?,
-        ),
-        Cache::RedisEcho(
-            EchoCache::builder(redis_store(&redis2, "echo")?)
-                .load_timeout(LOAD_TIMEOUT)
-                .build()
-                .map_err(err)?,
-        ),
-        Cache::NatsEcho(
-            EchoCache::builder(nats_store(&kv2, "echo")?)
-                .load_timeout(LOAD_TIMEOUT)
-                .build()
-                .map_err(err)?,
-        ),
+        Cache::RedisEcho(echo(redis_store(&redis, "echo")?)?),
+        Cache::RedisLazy(lazy(redis_store(&redis, "lazy")?)?),
+        Cache::NatsEcho(echo(nats_store(&kv, "echo")?)?),
+        Cache::NatsLazy(lazy(nats_store(&kv, "lazy")?)?),
+        Cache::RedisEcho(echo(redis_store(&redis2, "echo")?)?),
+        Cache::NatsEcho(echo(nats_store(&kv2, "echo")?)?),
     ]);
     let first_gets = [
         (0, "Redis"),
