@@ -9,12 +9,13 @@
 //!   workspace forbids `unsafe`, and libFuzzer runs about eight times more inputs per
 //!   second that way (the checks measure memory with their own counting allocator).
 //!   `--asan` builds with AddressSanitizer, as cargo-fuzz does by default.
-//! - Each target starts from the committed seeds in `fuzz/corpus/<target>/` and a working
-//!   corpus in `fuzz/target/run-corpus/<target>/`, which keeps what earlier runs found;
+//! - Each target starts from the committed seeds in `crates/<crate>/tests/corpus/<target>/`
+//!   and a working corpus in `fuzz/target/run-corpus/<target>/`, which keeps what earlier
+//!   runs found;
 //!   the committed seeds are never written to.
 //! - A crash is saved by libFuzzer under `fuzz/artifacts/<target>/`; the message says how
 //!   to reproduce it and how to keep it as a regression seed (the corpus tests replay every
-//!   file of `fuzz/corpus/<target>/` in `cargo test`).
+//!   file of those directories in `cargo test`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -155,6 +156,21 @@ fn cargo_fuzz(fuzz_dir: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// The committed seeds of a target: they live beside the test that replays them, in the
+/// crate they test, so that the packaged crate's tests find them too.
+fn seed_dir(fuzz_dir: &Path, target: &str) -> PathBuf {
+    let krate = if target == "nats_key" {
+        "echocache-nats"
+    } else {
+        "echocache-core"
+    };
+    fuzz_dir
+        .join("../crates")
+        .join(krate)
+        .join("tests/corpus")
+        .join(target)
+}
+
 /// Fuzzes one target for `seconds`; libFuzzer's output goes to a log file.
 fn run_target(
     fuzz_dir: &Path,
@@ -162,7 +178,7 @@ fn run_target(
     sanitizer: &str,
     seconds: u64,
 ) -> Result<Outcome, String> {
-    let seeds = fuzz_dir.join("corpus").join(target);
+    let seeds = seed_dir(fuzz_dir, target);
     let work = fuzz_dir.join("target").join("run-corpus").join(target);
     let logs = fuzz_dir.join("target").join("logs");
     let artifacts = fuzz_dir.join("artifacts").join(target);
@@ -257,10 +273,11 @@ fn crash_report(target: &str, log: &str, artifacts: &[PathBuf], log_path: &Path)
         let _ = writeln!(
             out,
             "  input: {}\n  reproduce: (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {target} {})\n  \
-             once fixed, keep it as a regression seed: cp {} fuzz/corpus/{target}/",
+             once fixed, keep it as a regression seed: cp {} {}/",
             artifact.display(),
             artifact.display(),
-            artifact.display()
+            artifact.display(),
+            seed_dir(Path::new("fuzz"), target).display()
         );
     }
     out

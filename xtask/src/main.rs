@@ -5,13 +5,16 @@
 //!   ends with one line `xtask: tests: N passed, M failed, K ignored (R runs)`
 //!   (`test_run.rs`).
 //! - `cargo xtask ci`: `cargo fmt --check`, clippy with `-D warnings`, rustdoc with
-//!   `-D warnings`, then `cargo xtask test`.
+//!   `-D warnings`, `cargo xtask package`, then `cargo xtask test`.
+//! - `cargo xtask package`: packs every publishable crate, then builds and runs its tests
+//!   from the packaged sources (`package.rs`); `cargo xtask ci` runs it.
 //! - `cargo xtask bench [--quick]`: the criterion benches, and `docs/benchmarks.md`.
 //! - `cargo xtask chaos|soak [--seconds N]`: the bounded chaos and soak runs (`chaos.rs`).
 
 mod bench;
 mod chaos;
 mod fuzz;
+mod package;
 mod services;
 mod test_run;
 
@@ -23,7 +26,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test    find or start Redis and NATS, then run every test (including #[ignore]d ones)
-  ci      fmt check, clippy -D warnings, rustdoc -D warnings, then `test`
+  ci      fmt check, clippy -D warnings, rustdoc -D warnings, `package`, then `test`
+  package pack every publishable crate, then build and run its tests from the package
   bench   run the criterion benches and write docs/benchmarks.md (--quick: short runs)
   services  find or start Redis and NATS, print their URLs, and keep them up until Ctrl-C
   chaos   [--seconds N] load on own Redis and NATS while killing and restarting them (60 s)
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test_run::test(&args[1..]),
         Some("ci") => ci(),
+        Some("package") => package::run(),
         Some("services") => services_only(),
         Some("bench") => bench::run(args.iter().any(|a| a == "--quick")),
         Some("fuzz") => fuzz::run(&args[1..]),
@@ -106,6 +111,7 @@ fn ci() -> Result<(), String> {
         &["doc", "--workspace", "--all-features", "--no-deps"],
         &[("RUSTDOCFLAGS", "-D warnings")],
     )?;
+    package::run()?;
     test_run::test(&[])
 }
 

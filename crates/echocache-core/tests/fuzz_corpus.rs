@@ -1,5 +1,5 @@
-//! Replays the committed fuzz corpus (`fuzz/corpus/envelope_msgpack/`,
-//! `fuzz/corpus/envelope_json/`) and deterministic mutations of it through the checks the
+//! Replays the committed fuzz corpus (`tests/corpus/envelope_msgpack/`,
+//! `tests/corpus/envelope_json/`, inside the crate so the packaged crate has it too) and deterministic mutations of it through the checks the
 //! fuzz targets run (`tests/fuzz_support/envelope.rs`), so that `cargo test` covers them
 //! without a fuzzer. `cargo xtask fuzz --seconds N` runs the real fuzzer.
 //!
@@ -27,7 +27,7 @@ static ALLOC: CountingAlloc = CountingAlloc;
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
+        .join("tests/corpus")
         .join(target)
 }
 

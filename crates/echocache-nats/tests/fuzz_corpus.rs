@@ -1,4 +1,4 @@
-//! Replays the committed corpus of the `nats_key` fuzz target (`fuzz/corpus/nats_key/`)
+//! Replays the committed corpus of the `nats_key` fuzz target (`tests/corpus/nats_key/`)
 //! and deterministic mutations of it through the target's checks
 //! (`tests/fuzz_support/mod.rs`), so that `cargo test` covers them without a fuzzer.
 //! `cargo xtask fuzz --seconds N` runs the real fuzzer.
@@ -11,7 +11,7 @@ mod fuzz_support;
 use std::path::{Path, PathBuf};
 
 fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/nats_key")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/nats_key")
 }
 
 fn corpus() -> Vec<(String, Vec<u8>)> {

@@ -109,5 +109,5 @@ pub mod store {
 
 /// The README's examples, compiled and run as doctests (they need every store).
 #[cfg(all(doctest, feature = "full"))]
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

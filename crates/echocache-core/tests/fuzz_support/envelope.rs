@@ -445,7 +445,7 @@ fn round_trip<V: Subject, C: Codec + Default>(value: V, written_at: SystemTime) 
 
 /// The seed corpus of the target for codec `C`: valid envelopes of each type, of the other
 /// codec, truncated ones, bad headers and hostile payloads. `tests/fuzz_corpus.rs` checks
-/// that `fuzz/corpus/envelope_{msgpack,json}/` holds exactly these files.
+/// that `tests/corpus/envelope_{msgpack,json}/` holds exactly these files.
 pub(crate) fn seeds<C: Codec + Default>() -> Vec<(String, Vec<u8>)> {
     let codec = C::default();
     let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
