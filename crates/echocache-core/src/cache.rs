@@ -21,7 +21,12 @@ pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// `EchoCache` is cheap to clone (an `Arc` inside); clones share the store, the loads in
 /// flight and the counters.
 ///
+/// Errors are never cached; to cache "not found", load an `Option<V>` (negative caching).
+///
 /// # Examples
+///
+/// `MapStore`, hidden, is a `HashMap` behind a `Mutex`; the `echocache` facade's docs
+/// show the same cache over its real stores.
 ///
 /// ```
 /// use echocache_core::{EchoCache, Entry, LockToken, Store, StoreError};
@@ -101,6 +106,8 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCache<V, S> {
             guard: GuardSettings::default(),
             fleet_single_flight: true,
             clock: Clock::system(),
+            #[cfg(feature = "metrics")]
+            metrics: None,
             _value: PhantomData,
         }
     }
@@ -251,6 +258,8 @@ pub struct EchoCacheBuilder<V, S> {
     guard: GuardSettings,
     fleet_single_flight: bool,
     clock: Clock,
+    #[cfg(feature = "metrics")]
+    metrics: Option<Arc<str>>,
     _value: PhantomData<fn() -> V>,
 }
 
@@ -381,12 +390,37 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCacheBuilder<V, S> {
         }
     }
 
+    /// Reports this cache through the [`metrics`](https://docs.rs/metrics) crate,
+    /// labelled `cache = name`: a counter per [`Stats`] field
+    /// (`echocache_<field>_total`, set every [`METRICS_INTERVAL`](crate::METRICS_INTERVAL)
+    /// by a task of the cache), gauges `echocache_loads_in_flight` and
+    /// `echocache_refreshes_pending`, histograms `echocache_load_duration_seconds` and
+    /// `echocache_store_call_duration_seconds` (label `op`). Install the recorder (e.g.
+    /// `metrics-exporter-prometheus`) before building the cache.
+    ///
+    /// Timing each store call costs two clock reads, which a memory store's hit notices;
+    /// without this setting nothing is timed or reported.
+    ///
+    /// # Default
+    ///
+    /// Off.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics(self, cache_name: impl Into<String>) -> Self {
+        Self {
+            metrics: Some(cache_name.into().into()),
+            ..self
+        }
+    }
+
     /// Builds the cache.
     ///
     /// # Errors
     ///
-    /// [`BuildError::InvalidSetting`] for a zero load timeout, store timeout or circuit
-    /// breaker cool-down, or a zero breaker threshold.
+    /// - [`BuildError::InvalidSetting`] for a zero load timeout, store timeout or circuit
+    ///   breaker cool-down, a zero breaker threshold, or an empty `metrics` name.
+    /// - [`BuildError::NoRuntime`]: `metrics` was set and `build` was called outside a
+    ///   tokio runtime (the reporting task needs one).
     pub fn build(self) -> Result<EchoCache<V, S>, BuildError> {
         if self.load_timeout == Some(Duration::ZERO) {
             return Err(BuildError::InvalidSetting {
@@ -395,14 +429,32 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> EchoCacheBuilder<V, S> {
             });
         }
         self.guard.validate()?;
-        Ok(EchoCache {
-            core: Arc::new(Core::new(
-                self.store,
-                self.clock,
-                self.load_timeout,
-                self.guard,
-                self.fleet_single_flight,
-            )),
-        })
+        #[cfg(feature = "metrics")]
+        let metrics = crate::metrics::Setup::new(self.metrics)?;
+        #[allow(unused_mut)] // mutated with the `metrics` feature only
+        let mut core = Core::new(
+            self.store,
+            self.clock,
+            self.load_timeout,
+            self.guard,
+            self.fleet_single_flight,
+        );
+        #[cfg(feature = "metrics")]
+        {
+            core.stats.timings = metrics.as_ref().map(crate::metrics::Setup::timings);
+        }
+        let core = Arc::new(core);
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = metrics {
+            let core = Arc::downgrade(&core);
+            metrics.start(move || {
+                core.upgrade().map(|core| crate::metrics::Sample {
+                    stats: core.stats.snapshot(),
+                    loads_in_flight: core.flights.len(),
+                    refreshes_pending: 0,
+                })
+            });
+        }
+        Ok(EchoCache { core })
     }
 }

@@ -10,7 +10,7 @@ use futures::FutureExt;
 
 use crate::fleet::{Accept, Fleet, HeldHere, Lead, lock_ttl};
 use crate::flight::{Failure, Flights, Join, Leader, Outcome, panic_message};
-use crate::guard::{GuardSettings, StoreGuard};
+use crate::guard::{GuardSettings, StoreGuard, StoreOp};
 use crate::stats::{Counters, incr};
 use crate::{Clock, Entry, Error, LockToken, Store, StoreError, Version, recursion};
 
@@ -66,17 +66,21 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
     /// The store's `get`, bounded and behind the circuit breaker (see `guard.rs`); the
     /// other store calls below likewise. Every store call of the caches goes through them.
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Entry<V>>, StoreError> {
-        self.guard.call(&self.stats, self.store.get(key)).await
+        self.guard
+            .call(&self.stats, StoreOp::Get, self.store.get(key))
+            .await
     }
 
     pub(crate) async fn set(&self, key: &str, entry: &Entry<V>) -> Result<(), StoreError> {
         self.guard
-            .call(&self.stats, self.store.set(key, entry))
+            .call(&self.stats, StoreOp::Set, self.store.set(key, entry))
             .await
     }
 
     pub(crate) async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        self.guard.call(&self.stats, self.store.remove(key)).await
+        self.guard
+            .call(&self.stats, StoreOp::Remove, self.store.remove(key))
+            .await
     }
 
     pub(crate) async fn try_lock(
@@ -85,13 +89,13 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         ttl: Duration,
     ) -> Result<Option<LockToken>, StoreError> {
         self.guard
-            .call(&self.stats, self.store.try_lock(key, ttl))
+            .call(&self.stats, StoreOp::TryLock, self.store.try_lock(key, ttl))
             .await
     }
 
     pub(crate) async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
         self.guard
-            .call(&self.stats, self.store.unlock(key, token))
+            .call(&self.stats, StoreOp::Unlock, self.store.unlock(key, token))
             .await
     }
 
@@ -102,7 +106,11 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         self.guard
-            .call(&self.stats, self.store.extend_lock(key, token, ttl))
+            .call(
+                &self.stats,
+                StoreOp::ExtendLock,
+                self.store.extend_lock(key, token, ttl),
+            )
             .await
     }
 
@@ -338,6 +346,12 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         E: Send + Sync + 'static,
     {
         incr(&self.stats.loads);
+        #[cfg(feature = "metrics")]
+        let _timed = self
+            .stats
+            .timings
+            .as_ref()
+            .map(crate::metrics::Timings::time_load);
         let guarded = recursion::scope(leader.id(), AssertUnwindSafe(fut).catch_unwind());
         let result = match self.load_timeout {
             Some(limit) if timed => {

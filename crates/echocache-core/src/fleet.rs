@@ -15,6 +15,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::core::Core;
+use crate::guard::StoreOp;
 use crate::stats::incr;
 use crate::{Entry, LockToken, Store, StoreError, Version};
 
@@ -277,7 +278,11 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         key: &str,
     ) -> Result<(Option<Entry<V>>, Version), StoreError> {
         self.guard
-            .call(&self.stats, self.store.get_versioned(key))
+            .call(
+                &self.stats,
+                StoreOp::GetVersioned,
+                self.store.get_versioned(key),
+            )
             .await
     }
 
@@ -289,7 +294,11 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         version: &Version,
     ) -> Result<bool, StoreError> {
         self.guard
-            .call(&self.stats, self.store.set_if_version(key, entry, version))
+            .call(
+                &self.stats,
+                StoreOp::SetIfVersion,
+                self.store.set_if_version(key, entry, version),
+            )
             .await
     }
 }

@@ -23,6 +23,46 @@ use tokio::time::Instant;
 use crate::StoreError;
 use crate::stats::{Counters, incr};
 
+/// The kind of a store call: the `op` label of its timing (`metrics` feature).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StoreOp {
+    Get,
+    Set,
+    Remove,
+    TryLock,
+    Unlock,
+    ExtendLock,
+    GetVersioned,
+    SetIfVersion,
+}
+
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+impl StoreOp {
+    pub(crate) const ALL: [StoreOp; 8] = [
+        StoreOp::Get,
+        StoreOp::Set,
+        StoreOp::Remove,
+        StoreOp::TryLock,
+        StoreOp::Unlock,
+        StoreOp::ExtendLock,
+        StoreOp::GetVersioned,
+        StoreOp::SetIfVersion,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            StoreOp::Get => "get",
+            StoreOp::Set => "set",
+            StoreOp::Remove => "remove",
+            StoreOp::TryLock => "try_lock",
+            StoreOp::Unlock => "unlock",
+            StoreOp::ExtendLock => "extend_lock",
+            StoreOp::GetVersioned => "get_versioned",
+            StoreOp::SetIfVersion => "set_if_version",
+        }
+    }
+}
+
 /// The store timeout used when none is set: 250 ms.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
 /// How long an open circuit breaker skips the store before probing it: 1 s.
@@ -124,6 +164,7 @@ impl StoreGuard {
     pub(crate) async fn call<T>(
         &self,
         counters: &Counters,
+        op: StoreOp,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let probe = match &self.breaker {
@@ -137,7 +178,15 @@ impl StoreGuard {
                 }
             },
         };
+        #[cfg(feature = "metrics")]
+        let started = counters.timings.as_ref().map(|_| std::time::Instant::now());
         let result = self.bounded(call).await;
+        #[cfg(feature = "metrics")]
+        if let (Some(timings), Some(started)) = (&counters.timings, started) {
+            timings.store_call(op, started);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = op;
         if let Err(e) = &result
             && e.is_timeout()
         {

@@ -39,11 +39,19 @@ pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(10);
 ///   with any refresh of that key. If it fails and the old value is within
 ///   `stale_if_error` past `expire_after`, the old value is returned.
 ///
+/// Without `expire_after` (the default) nothing is ever too old to serve: a value is
+/// returned (and refreshed behind) however long ago it was written, for as long as the
+/// store keeps it, e.g. after the loader has failed for hours. Set `expire_after` when an
+/// old value is worse than waiting for a load.
+///
 /// Cheap to clone: clones share everything. Call [`shutdown`](Self::shutdown) to stop
 /// background refreshes gracefully; dropping the last clone also stops them once the
 /// running ones end.
 ///
 /// # Examples
+///
+/// `MapStore`, hidden, is a `HashMap` behind a `Mutex`; the `echocache` facade's docs
+/// show the same cache over its real stores.
 ///
 /// ```
 /// use std::time::Duration;

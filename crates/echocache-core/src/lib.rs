@@ -23,6 +23,7 @@
 //! | `codec` | no | the versioned envelope and codecs (MessagePack, JSON) remote stores share |
 //! | `test-util` | no | the `Store` conformance suite and test stores |
 //! | `serde` | no | [`Stats`] implements `serde::Serialize` and `Deserialize` |
+//! | `metrics` | no | counters, gauges and latency histograms through the `metrics` crate, for caches built with a name (`EchoCacheBuilder::metrics`) |
 //! | `tracing` | no | `tracing` events for store and decode errors, loader panics and timeouts, dropped and locked-out refreshes (never on the hit path) |
 
 mod cache;
@@ -39,6 +40,8 @@ mod fleet;
 mod flight;
 mod guard;
 mod lazy;
+#[cfg(feature = "metrics")]
+mod metrics;
 #[cfg(all(test, echocache_shuttle))]
 mod model_tests;
 mod recursion;
@@ -60,6 +63,9 @@ pub use lazy::{
     CLOCK_SKEW_ALLOWANCE, DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER, DEFAULT_WORKERS,
     LazyEchoCache, LazyEchoCacheBuilder,
 };
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use metrics::METRICS_INTERVAL;
 pub use stats::Stats;
 pub use store::{LockToken, Store, Version};
 pub use tiered::{Backplane, DEFAULT_L1_TTL, L1Entry, Listener, STRIPES, TieredStore};

@@ -186,6 +186,9 @@ pub(crate) struct Counters {
     pub(crate) fleet_waits: AtomicU64,
     pub(crate) fleet_wait_timeouts: AtomicU64,
     pub(crate) stale_writes_refused: AtomicU64,
+    /// The histograms of the `metrics` feature, when the builder's `metrics` was called.
+    #[cfg(feature = "metrics")]
+    pub(crate) timings: Option<crate::metrics::Timings>,
 }
 
 /// Adds one to a plain counter.

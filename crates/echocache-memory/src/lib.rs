@@ -6,11 +6,12 @@
 //! | Store | Holds | Expiry |
 //! |---|---|---|
 //! | [`LruStore`] | up to `capacity` entries, least recently used evicted first | none |
-//! | [`ExpiringLruStore`] | the same | a TTL counted from each entry's last `set` |
+//! | [`ShardedLruStore`] | the same, split into shards with a lock each (LRU order per shard): for many threads hitting at once | none |
+//! | [`ExpiringLruStore`] | the same as `LruStore` | a TTL counted from each entry's last `set` |
 //! | [`SingleStore`] | one entry (one key) | a TTL counted from the last `set` |
 //!
-//! All three keep their state behind one [`Mutex`], hash the key once
-//! outside it, and allocate nothing on a hit beyond the value's own `Clone` (use
+//! `LruStore`, `ExpiringLruStore` and `SingleStore` keep their state behind one [`Mutex`]
+//! (`ShardedLruStore` one per shard), hash the key once outside it, and allocate nothing on a hit beyond the value's own `Clone` (use
 //! `Arc<T>` or `Bytes` for large values). None runs a background thread or task:
 //! expired entries are reclaimed when they are read and, for [`ExpiringLruStore`], when
 //! new entries are written, so dropping a store frees everything it held.

@@ -57,15 +57,87 @@
 //! | `full` | no | `memory`, `redis` and `nats` |
 //! | `tracing` | no | `tracing` events (target `echocache`): store errors and timeouts, the circuit breaker opening and closing, loader panics and timeouts, dropped and locked-out refreshes; never on the hit path |
 //! | `serde` | no | [`Stats`] implements `serde::Serialize` and `Deserialize` |
+//! | `metrics` | no | a cache built with `.metrics("name")` reports a counter per [`Stats`] field, gauges of loads in flight and pending refreshes, and load and store-call latency histograms through the [`metrics`](https://docs.rs/metrics) crate (README, "Observability") |
 
 pub use echocache_core::DynStore;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use echocache_core::METRICS_INTERVAL;
 pub use echocache_core::{Backplane, DEFAULT_L1_TTL, L1Entry, Listener, TieredStore};
 pub use echocache_core::{
     BoxStore, BuildError, CLOCK_SKEW_ALLOWANCE, Clock, DEFAULT_BREAKER_COOL_DOWN,
     DEFAULT_BREAKER_THRESHOLD, DEFAULT_LOAD_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER,
-    DEFAULT_STORE_TIMEOUT, DEFAULT_WORKERS, EchoCache, EchoCacheBuilder, Entry, Error,
-    LazyEchoCache, LazyEchoCacheBuilder, LockToken, ManualClock, Stats, Store, StoreError, Version,
+    DEFAULT_STORE_TIMEOUT, DEFAULT_WORKERS, EchoCacheBuilder, Entry, Error, LazyEchoCacheBuilder,
+    LockToken, ManualClock, Stats, Store, StoreError, Version,
 };
+
+/// # Examples with a real store
+///
+/// A read-through cache over the in-memory [`LruStore`](store::LruStore); a
+/// `RedisStore` or `NatsStore` (features `redis`, `nats`) takes its place unchanged.
+///
+/// ```
+/// use echocache::store::LruStore;
+/// use echocache::{EchoCache, Error};
+///
+/// #[derive(Debug)]
+/// struct DbError;
+///
+/// /// `None`: no such user. Cached like any value (negative caching), so a flood of
+/// /// requests for a missing id costs the database one query, not one per request.
+/// async fn find_user(id: u64) -> Result<Option<String>, DbError> {
+///     Ok((id == 42).then(|| "Ada".to_string())) // a database query, in real life
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Error<DbError>> {
+/// let users: EchoCache<Option<String>, _> = EchoCache::new(LruStore::new(10_000).unwrap());
+///
+/// assert_eq!(users.fetch("user:42", || find_user(42)).await?.as_deref(), Some("Ada"));
+/// assert_eq!(users.fetch("user:7", || find_user(7)).await?, None); // loaded once…
+/// assert_eq!(users.fetch("user:7", || find_user(7)).await?, None); // …then a hit
+/// assert_eq!((users.stats().loads, users.stats().hits), (2, 1));
+///
+/// // Errors are never cached: the next fetch of the key loads again.
+/// let failed = users.fetch("user:9", || async { Err(DbError) }).await;
+/// assert!(matches!(failed, Err(Error::Load(_))));
+/// assert_eq!(users.fetch("user:9", || find_user(9)).await?, None);
+/// # Ok(())
+/// # }
+/// ```
+#[doc(inline)]
+pub use echocache_core::EchoCache;
+
+/// # Examples with a real store
+///
+/// Stale-while-revalidate over the in-memory [`LruStore`](store::LruStore): a value older
+/// than `refresh_after` is served at once and refreshed in the background.
+///
+/// ```
+/// use std::time::Duration;
+/// use echocache::LazyEchoCache;
+/// use echocache::store::LruStore;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let prices = LazyEchoCache::builder(LruStore::new(10_000)?)
+///     .refresh_after(Duration::from_secs(30))
+///     // Without `expire_after`, a value is served (and refreshed) however old it is,
+///     // for as long as the store keeps it: set it when an old value is worse than
+///     // waiting for a load.
+///     .expire_after(Duration::from_secs(600))
+///     .build()?;
+///
+/// let price = prices
+///     .fetch("EURUSD", || async { Ok::<_, std::io::Error>(1.08_f64) })
+///     .await?;
+/// assert_eq!(price, 1.08);
+/// prices.shutdown().await; // stops refreshing; waits for the running refreshes
+/// # Ok(())
+/// # }
+/// ```
+#[doc(inline)]
+pub use echocache_core::LazyEchoCache;
 
 /// The codecs of the remote stores' envelope (features `redis` and `nats`).
 #[cfg(any(feature = "redis", feature = "nats"))]
@@ -107,7 +179,8 @@ pub mod store {
     };
 }
 
-/// The README's examples, compiled and run as doctests (they need every store).
-#[cfg(all(doctest, feature = "full"))]
+/// The README's examples, compiled and run as doctests (they need every store and the
+/// `metrics` feature).
+#[cfg(all(doctest, feature = "full", feature = "metrics"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

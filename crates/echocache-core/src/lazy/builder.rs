@@ -73,6 +73,8 @@ pub struct LazyEchoCacheBuilder<V, S> {
     queue_capacity: usize,
     workers: usize,
     clock: Clock,
+    #[cfg(feature = "metrics")]
+    metrics: Option<Arc<str>>,
     _value: PhantomData<fn() -> V>,
 }
 
@@ -109,6 +111,8 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCacheBuilder<V, S> {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             workers: DEFAULT_WORKERS,
             clock: Clock::system(),
+            #[cfg(feature = "metrics")]
+            metrics: None,
             _value: PhantomData,
         }
     }
@@ -267,13 +271,37 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCacheBuilder<V, S> {
         }
     }
 
+    /// Reports this cache through the [`metrics`](https://docs.rs/metrics) crate,
+    /// labelled `cache = name`: a counter per [`Stats`](crate::Stats) field
+    /// (`echocache_<field>_total`, set every [`METRICS_INTERVAL`](crate::METRICS_INTERVAL)
+    /// by a task of the cache), gauges `echocache_loads_in_flight` and
+    /// `echocache_refreshes_pending`, histograms `echocache_load_duration_seconds` and
+    /// `echocache_store_call_duration_seconds` (label `op`). Install the recorder (e.g.
+    /// `metrics-exporter-prometheus`) before building the cache.
+    ///
+    /// Timing each store call costs two clock reads, which a memory store's hit notices;
+    /// without this setting nothing is timed or reported.
+    ///
+    /// # Default
+    ///
+    /// Off.
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+    pub fn metrics(self, cache_name: impl Into<String>) -> Self {
+        Self {
+            metrics: Some(cache_name.into().into()),
+            ..self
+        }
+    }
+
     /// Builds the cache and starts its refresh dispatcher on the current tokio runtime.
     ///
     /// # Errors
     ///
     /// - [`BuildError::InvalidSetting`]: zero `queue_capacity`, `workers`, `load_timeout`,
     ///   `store_timeout`, `circuit_breaker`, `expire_after` or `stale_if_error`; `refresh_after` not below `expire_after`;
-    ///   `stale_if_error` without `expire_after`; a capacity or worker count too large.
+    ///   `stale_if_error` without `expire_after`; a capacity or worker count too large; an
+    ///   empty `metrics` name.
     /// - [`BuildError::NoRuntime`]: called outside a tokio runtime.
     pub fn build(self) -> Result<LazyEchoCache<V, S>, BuildError> {
         if self.queue_capacity == 0 {
@@ -321,21 +349,38 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> LazyEchoCacheBuilder<V, S> {
             .load_timeout
             .saturating_add(store_calls)
             .saturating_add(Duration::from_secs(1));
-        let core = Core::new(
+        #[cfg(feature = "metrics")]
+        let metrics = crate::metrics::Setup::new(self.metrics)?;
+        #[allow(unused_mut)] // mutated with the `metrics` feature only
+        let mut core = Core::new(
             self.store,
             self.clock,
             Some(self.load_timeout),
             self.guard,
             self.fleet_single_flight,
         );
-        Ok(LazyEchoCache {
-            inner: Arc::new(Inner {
-                core: Arc::new(core),
-                refresh_after: self.refresh_after,
-                expire_after: self.expire_after,
-                stale_if_error: self.stale_if_error,
-                scheduler: Scheduler::start(&runtime, self.queue_capacity, workers, shutdown_bound),
-            }),
-        })
+        #[cfg(feature = "metrics")]
+        {
+            core.stats.timings = metrics.as_ref().map(crate::metrics::Setup::timings);
+        }
+        let inner = Arc::new(Inner {
+            core: Arc::new(core),
+            refresh_after: self.refresh_after,
+            expire_after: self.expire_after,
+            stale_if_error: self.stale_if_error,
+            scheduler: Scheduler::start(&runtime, self.queue_capacity, workers, shutdown_bound),
+        });
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = metrics {
+            let inner = Arc::downgrade(&inner);
+            metrics.start(move || {
+                inner.upgrade().map(|inner| crate::metrics::Sample {
+                    stats: inner.core.stats.snapshot(),
+                    loads_in_flight: inner.core.flights.len(),
+                    refreshes_pending: inner.scheduler.pending_len(),
+                })
+            });
+        }
+        Ok(LazyEchoCache { inner })
     }
 }
