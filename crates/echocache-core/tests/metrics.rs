@@ -37,9 +37,10 @@ enum Value {
     Recorded(usize),
 }
 
-/// What the recorder holds now for `cache`'s metrics. The recorder hands out a
-/// histogram's values once (and the tests of this binary run at once), so every
-/// snapshot's histogram values are added up here, for every cache.
+/// What the recorder holds now for `cache`'s metrics. The debugging recorder hands out
+/// each value once (a snapshot resets counters and gauges to 0 and empties histograms),
+/// so the one test that reads it takes snapshots only after a report of the caches'
+/// task, and adds up every snapshot's histogram values here, for every cache.
 fn metrics_of(cache: &str) -> Vec<Metric> {
     /// (cache, name, `op` label, values so far) of every histogram seen.
     type Seen = (String, String, Option<String>, usize);
@@ -111,9 +112,16 @@ fn recorded(all: &[Metric], name: &str, op: Option<&str>) -> usize {
     }
 }
 
+/// One test reads the recorder (a snapshot resets what it reads, for every cache): the
+/// scenarios run one after the other.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn counters_histograms_and_gauges_move_with_the_cache() {
+async fn counters_histograms_and_gauges_move_with_the_caches() {
     snapshotter();
+    an_echo_cache_reports_what_it_does().await;
+    a_lazy_cache_reports_its_refresh_queue().await;
+}
+
+async fn an_echo_cache_reports_what_it_does() {
     let cache = EchoCache::builder(TestStore::<String>::new())
         .metrics("metrics-echo")
         .build()
@@ -151,9 +159,7 @@ async fn counters_histograms_and_gauges_move_with_the_cache() {
     );
 }
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_lazy_cache_reports_its_refresh_queue() {
-    snapshotter();
     let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000));
     let store = TestStore::<String>::new();
     store.put("k", Entry::new("old".to_string(), clock.now()));
@@ -186,7 +192,12 @@ async fn a_lazy_cache_reports_its_refresh_queue() {
     until("the refresh is done", || cache.refreshes_pending() == 0).await;
     tokio::time::sleep(METRICS_INTERVAL).await;
     let after = metrics_of("metrics-lazy");
-    assert_eq!(counter(&after, "echocache_refreshes_total"), 1);
+    assert_eq!(
+        counter(&after, "echocache_refreshes_total"),
+        1,
+        "{:?}",
+        cache.stats()
+    );
     assert_eq!(gauge(&after, "echocache_refreshes_pending"), 0.0);
     assert_eq!(gauge(&after, "echocache_loads_in_flight"), 0.0);
     assert_eq!(recorded(&after, "echocache_load_duration_seconds", None), 1);
