@@ -12,9 +12,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The workspace members marked `publish = false`: tools of this repository.
-const UNPUBLISHED: &[&str] = &["xtask", "echocache-benches", "echocache-chaos"];
-
 /// Packs, unpacks and tests the publishable crates.
 pub(crate) fn run() -> Result<(), String> {
     let root = crate::workspace_root();
@@ -33,8 +30,9 @@ pub(crate) fn run() -> Result<(), String> {
         "--target-dir",
         &target_arg,
     ];
-    for unpublished in UNPUBLISHED {
-        args.extend(["--exclude", unpublished]);
+    let unpublished = unpublished_members()?;
+    for name in &unpublished {
+        args.extend(["--exclude", name]);
     }
     crate::cargo(&args, &[])?;
     let crates = packed_crates(&packed)?;
@@ -96,6 +94,38 @@ pub(crate) fn run() -> Result<(), String> {
     Ok(())
 }
 
+/// The workspace members marked `publish = false` (tools and examples of this
+/// repository), from `cargo metadata`.
+fn unpublished_members() -> Result<Vec<String>, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .current_dir(crate::workspace_root())
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata: {e}"))?;
+    Ok(unpublished_in(&metadata))
+}
+
+/// The packages of `cargo metadata`'s output that may not be published anywhere
+/// (`"publish": []`).
+fn unpublished_in(metadata: &serde_json::Value) -> Vec<String> {
+    metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["publish"].as_array().is_some_and(Vec::is_empty))
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// The `.crate` files in `dir`, sorted by name.
 fn packed_crates(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -144,6 +174,16 @@ fn manifest(members: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_packages_that_refuse_every_registry_are_left_out() {
+        let metadata = serde_json::json!({"packages": [
+            {"name": "echocache", "publish": null},
+            {"name": "xtask", "publish": []},
+            {"name": "internal", "publish": ["my-registry"]},
+        ]});
+        assert_eq!(unpublished_in(&metadata), ["xtask"]);
+    }
 
     #[test]
     fn the_manifest_patches_every_member_to_its_directory() {
