@@ -20,7 +20,7 @@
 //!
 //! | Feature | Default | Description |
 //! |---|---|---|
-//! | `codec` | no | the versioned envelope and codecs (MessagePack, JSON) remote stores share |
+//! | `codec` | no | the versioned envelope and codecs (MessagePack, JSON) remote stores share, and the Go echocache's JSON formats ([`go_format`]) |
 //! | `test-util` | no | the `Store` conformance suite and test stores |
 //! | `serde` | no | [`Stats`] implements `serde::Serialize` and `Deserialize` |
 //! | `metrics` | no | counters, gauges and latency histograms through the `metrics` crate, for caches built with a name (`EchoCacheBuilder::metrics`) |
@@ -38,6 +38,9 @@ mod error;
 mod events;
 mod fleet;
 mod flight;
+#[cfg(feature = "codec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
+pub mod go_format;
 mod guard;
 mod lazy;
 #[cfg(feature = "metrics")]

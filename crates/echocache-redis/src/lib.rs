@@ -253,8 +253,6 @@
 
 mod backplane;
 mod connect;
-mod go_json;
-mod go_time;
 mod keys;
 mod lock;
 mod store;

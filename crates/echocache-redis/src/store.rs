@@ -17,7 +17,7 @@ use fred::types::{Expiration, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::go_json;
+use echocache_core::go_format;
 use crate::keys::KeySpace;
 use crate::lock::{self, MAX_TTL_MS};
 
@@ -612,8 +612,8 @@ where
     fn encode(&self, entry: &Entry<V>) -> Result<Vec<u8>, StoreError> {
         match self.format {
             Format::Native => encode_entry(&self.codec, entry, self.max_value_bytes),
-            Format::GoEnvelope => go_json::encode_envelope(entry, self.max_value_bytes),
-            Format::GoPlain => go_json::encode_plain(&entry.value, self.max_value_bytes),
+            Format::GoEnvelope => go_format::encode_envelope(entry, self.max_value_bytes),
+            Format::GoPlain => go_format::encode_plain(&entry.value, self.max_value_bytes),
         }
     }
 
@@ -645,9 +645,9 @@ where
     fn decode(&self, bytes: &[u8]) -> Result<Entry<V>, StoreError> {
         match self.format {
             Format::Native => decode_entry(&self.codec, bytes, self.max_value_bytes),
-            Format::GoEnvelope => go_json::decode_envelope(bytes, self.max_value_bytes),
+            Format::GoEnvelope => go_format::decode_envelope(bytes, self.max_value_bytes),
             // No timestamp in this format: the oldest time, never "fresh" by mistake.
-            Format::GoPlain => go_json::decode_plain(bytes, self.max_value_bytes)
+            Format::GoPlain => go_format::decode_plain(bytes, self.max_value_bytes)
                 .map(|value| Entry::new(value, std::time::SystemTime::UNIX_EPOCH)),
         }
     }

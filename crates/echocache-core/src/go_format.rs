@@ -1,4 +1,6 @@
-//! The values the Go echocache writes to Redis: `json.Marshal(StaleValue[T])`, that is
+//! The values the Go echocache (v1.2.0) writes to Redis and to NATS JetStream KV, for stores
+//! that share entries with Go services (`echocache-redis`, `echocache-nats`):
+//! `json.Marshal(StaleValue[T])`, that is
 //! `{"Value":…,"CreatedAt":"<RFC 3339>"}`, for its stale-while-revalidate stores, and
 //! `json.Marshal(T)` alone for its plain stores.
 //!
@@ -13,12 +15,16 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::SystemTime;
 
-use echocache_core::codec::{Codec, Json};
-use echocache_core::{Entry, StoreError};
+use crate::codec::{Codec, Json};
+use crate::{Entry, StoreError};
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::go_time;
+mod time;
+
+use self::time as go_time;
+
+pub use self::time::TimeError;
 
 /// Go's `StaleValue[T]` as its encoder writes it: the Go field names (the struct has no
 /// JSON tags), in the struct's order.
@@ -125,7 +131,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for EnvelopeIn<V> {
 /// A decode-kind [`StoreError`] (as the envelope codecs give) when the value does not
 /// serialize to JSON, `written_at` lies outside the years 0000–9999 that Go's JSON time
 /// holds, or the JSON is longer than `max_bytes`.
-pub(crate) fn encode_envelope<V: Serialize>(
+pub fn encode_envelope<V: Serialize>(
     entry: &Entry<V>,
     max_bytes: usize,
 ) -> Result<Vec<u8>, StoreError> {
@@ -147,7 +153,7 @@ pub(crate) fn encode_envelope<V: Serialize>(
 /// A decode-kind [`StoreError`] when the bytes are longer than `max_bytes`, not JSON, not
 /// an object, hold a `Value` that is not a `V` or a `CreatedAt` that is not an RFC 3339
 /// string.
-pub(crate) fn decode_envelope<V: DeserializeOwned>(
+pub fn decode_envelope<V: DeserializeOwned>(
     bytes: &[u8],
     max_bytes: usize,
 ) -> Result<Entry<V>, StoreError> {
@@ -162,7 +168,7 @@ pub(crate) fn decode_envelope<V: DeserializeOwned>(
 ///
 /// A decode-kind [`StoreError`] when the value does not serialize to JSON or its JSON is
 /// longer than `max_bytes`.
-pub(crate) fn encode_plain<V: Serialize>(
+pub fn encode_plain<V: Serialize>(
     value: &V,
     max_bytes: usize,
 ) -> Result<Vec<u8>, StoreError> {
@@ -176,12 +182,32 @@ pub(crate) fn encode_plain<V: Serialize>(
 ///
 /// A decode-kind [`StoreError`] when the bytes are longer than `max_bytes` or not the JSON
 /// of a `V`.
-pub(crate) fn decode_plain<V: DeserializeOwned>(
+pub fn decode_plain<V: DeserializeOwned>(
     bytes: &[u8],
     max_bytes: usize,
 ) -> Result<V, StoreError> {
     check_len(bytes.len(), max_bytes)?;
     Json.decode(bytes).map_err(StoreError::decode)
+}
+
+/// `t` as Go's `time.Time` JSON writes it in UTC (`2025-02-21T21:01:30.123456789Z`,
+/// trailing zeros trimmed).
+///
+/// # Errors
+///
+/// A time outside the years 0000–9999, which Go's JSON cannot hold.
+pub fn format_time(t: SystemTime) -> Result<String, TimeError> {
+    go_time::format(t)
+}
+
+/// Parses an RFC 3339 time as Go's `time.Parse(time.RFC3339, …)` and its JSON do (any
+/// offset, up to nine fractional digits).
+///
+/// # Errors
+///
+/// Text that Go would refuse.
+pub fn parse_time(text: &str) -> Result<SystemTime, TimeError> {
+    go_time::parse(text)
 }
 
 fn check_len(len: usize, max_bytes: usize) -> Result<(), StoreError> {

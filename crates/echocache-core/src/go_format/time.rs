@@ -30,9 +30,9 @@ pub(crate) struct UnixTime {
     pub(crate) nanos: u32,
 }
 
-/// A time that Go's JSON cannot hold, or text that is not one.
+/// A time that Go's JSON cannot hold, or text that is not one; its `Display` says which.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TimeError(&'static str);
+pub struct TimeError(&'static str);
 
 impl fmt::Display for TimeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
