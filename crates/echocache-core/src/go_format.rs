@@ -168,10 +168,7 @@ pub fn decode_envelope<V: DeserializeOwned>(
 ///
 /// A decode-kind [`StoreError`] when the value does not serialize to JSON or its JSON is
 /// longer than `max_bytes`.
-pub fn encode_plain<V: Serialize>(
-    value: &V,
-    max_bytes: usize,
-) -> Result<Vec<u8>, StoreError> {
+pub fn encode_plain<V: Serialize>(value: &V, max_bytes: usize) -> Result<Vec<u8>, StoreError> {
     let json = Json.encode(value).map_err(StoreError::decode)?;
     limit(escape_like_go(json), max_bytes)
 }
@@ -182,10 +179,7 @@ pub fn encode_plain<V: Serialize>(
 ///
 /// A decode-kind [`StoreError`] when the bytes are longer than `max_bytes` or not the JSON
 /// of a `V`.
-pub fn decode_plain<V: DeserializeOwned>(
-    bytes: &[u8],
-    max_bytes: usize,
-) -> Result<V, StoreError> {
+pub fn decode_plain<V: DeserializeOwned>(bytes: &[u8], max_bytes: usize) -> Result<V, StoreError> {
     check_len(bytes.len(), max_bytes)?;
     Json.decode(bytes).map_err(StoreError::decode)
 }

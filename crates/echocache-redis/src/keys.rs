@@ -119,13 +119,17 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<(), BuildError> {
 }
 
 /// Checks a prefix for the Go layout, which must use it exactly as the Go services do: at
-/// most [`MAX_PREFIX_LEN`] bytes and no control characters. Nothing else is refused, not
-/// even the empty prefix (Go then writes `:{key}`) or whitespace: the Go library accepts
-/// them, and refusing one would make the store unable to share that Go cache.
+/// most [`MAX_PREFIX_LEN`] bytes, no control characters, and no `:`-separated segment
+/// equal to `v` or `l`. The empty prefix (Go then writes `:{key}`) and whitespace are
+/// accepted: the Go library accepts them, and refusing one would make the store unable to
+/// share that Go cache.
 ///
 /// A control character (a trailing newline read from a file or an environment variable)
 /// is a configuration mistake rather than a Go prefix, and gives keys that cannot be typed
-/// in `redis-cli`.
+/// in `redis-cli`. A `v` or `l` segment would put the Go keys inside a native store's
+/// namespaces: the Go prefix `app:v` writes `app:v:k`, the data key of `k` in the native
+/// store `app` (and `app:v:x` that of `x:k`); such a Go cache cannot be shared safely
+/// beside native stores, so it is refused.
 pub(crate) fn validate_go_prefix(prefix: &str) -> Result<(), BuildError> {
     if prefix.len() > MAX_PREFIX_LEN {
         return Err(invalid("must be at most 256 bytes long"));
@@ -133,7 +137,38 @@ pub(crate) fn validate_go_prefix(prefix: &str) -> Result<(), BuildError> {
     if prefix.chars().any(char::is_control) {
         return Err(invalid("must not contain control characters"));
     }
+    if prefix
+        .split(':')
+        .any(|segment| segment == "v" || segment == "l")
+    {
+        return Err(invalid(
+            "no `:`-separated segment may be `v` or `l`: the Go keys would land in the \
+             namespaces of a native store (`{prefix}:v:`, `{prefix}:l:`)",
+        ));
+    }
     Ok(())
+}
+
+/// Whether two stores' keys can never meet, whatever keys they are given (see
+/// SECURITY.md): `go` says which of them use the Go layout. Two native stores with
+/// different prefixes never meet (the `v`/`l` rule above). A Go store writes its keys as
+/// given after `{prefix}:`, so it meets any other store whose prefix is its own or starts
+/// with `{its prefix}:` (the Go key `v:k` under `app` is the native key `k` under `app`;
+/// the Go key `x:k` under `app` is the Go key `k` under `app:x`): no rule on one prefix
+/// can prevent that, only the choice of prefixes.
+#[cfg(test)]
+fn isolated(a: (&str, bool), b: (&str, bool)) -> bool {
+    let ((pa, go_a), (pb, go_b)) = (a, b);
+    if (pa, go_a) == (pb, go_b) {
+        return true; // one store
+    }
+    let reaches = |go: &str, other: &str| other == go || other.starts_with(&format!("{go}:"));
+    match (go_a, go_b) {
+        (false, false) => true,
+        (true, false) => !reaches(pa, pb),
+        (false, true) => !reaches(pb, pa),
+        (true, true) => !reaches(pa, pb) && !reaches(pb, pa),
+    }
 }
 
 #[cfg(test)]
@@ -241,11 +276,20 @@ mod tests {
     #[test]
     fn go_prefixes_are_taken_as_go_takes_them() {
         for prefix in [
-            "", "a", "v", "l", "app:v", "my app", "{tenant}", "ünï", "app:",
+            "", "a", "vv", "lock", "app:x", "my app", "{tenant}", "ünï", "app:",
         ] {
             assert!(KeySpace::go(prefix).is_ok(), "{prefix:?}");
         }
-        for prefix in ["app\n", "tab\there", "nul\0", "del\u{7f}"] {
+        for prefix in [
+            "app\n",
+            "tab\there",
+            "nul\0",
+            "del\u{7f}",
+            "v",
+            "l",
+            "app:v",
+            "app:l:x",
+        ] {
             assert!(
                 matches!(
                     KeySpace::go(prefix),
@@ -258,6 +302,84 @@ mod tests {
             );
         }
         assert!(KeySpace::go(&"x".repeat(MAX_PREFIX_LEN + 1)).is_err());
+    }
+
+    /// Every store (layout, prefix) a constructor accepts among short prefixes, with every
+    /// physical key it writes for short keys: no two stores claimed isolated share one,
+    /// and the pairs not claimed isolated do (the brute force can find collisions).
+    #[test]
+    fn brute_force_finds_no_collision_between_isolated_prefixes() {
+        use std::collections::HashMap;
+        const PARTS: [&str; 6] = ["a", "v", "l", ":", "lock", "b"];
+        let strings = |max: usize| {
+            let mut all = vec![String::new()];
+            let mut last = vec![String::new()];
+            for _ in 0..max {
+                last = last
+                    .iter()
+                    .flat_map(|s| PARTS.iter().map(move |p| format!("{s}{p}")))
+                    .collect();
+                all.extend(last.iter().cloned());
+            }
+            all
+        };
+        let (prefixes, keys) = (strings(3), strings(3));
+        let mut stores = Vec::new();
+        for prefix in &prefixes {
+            if let Ok(native) = KeySpace::new(prefix) {
+                stores.push(((prefix.as_str(), false), native));
+            }
+            if let Ok(go) = KeySpace::go(prefix) {
+                stores.push(((prefix.as_str(), true), go));
+            }
+        }
+        // Physical key -> the stores writing it.
+        let mut owners: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, (_, space)) in stores.iter().enumerate() {
+            for key in &keys {
+                for physical in [space.data_key(key), space.lock_key(key)] {
+                    let list = owners.entry(physical).or_default();
+                    if list.last() != Some(&i) {
+                        list.push(i);
+                    }
+                }
+            }
+        }
+        let (mut isolated_pairs_met, mut other_pairs_met) = (0, 0);
+        for list in owners.values() {
+            for (n, &a) in list.iter().enumerate() {
+                for &b in &list[n + 1..] {
+                    if isolated(stores[a].0, stores[b].0) {
+                        isolated_pairs_met += 1;
+                        eprintln!("collision: {:?} and {:?}", stores[a].0, stores[b].0);
+                    } else {
+                        other_pairs_met += 1;
+                    }
+                }
+            }
+        }
+        assert!(stores.len() > 400, "{} stores", stores.len());
+        assert_eq!(isolated_pairs_met, 0, "stores claimed isolated share keys");
+        assert!(
+            other_pairs_met > 0,
+            "the brute force finds the known collisions"
+        );
+        // The claims, one by one.
+        assert!(isolated(("a", false), ("a:b", false)), "native/native");
+        assert!(isolated(("a", false), ("b", true)), "native/Go, unrelated");
+        assert!(
+            !isolated(("a", false), ("a", true)),
+            "Go `v:k` is native `k`"
+        );
+        assert!(
+            !isolated(("a:b", false), ("a", true)),
+            "Go `b:v:k` is native `k`"
+        );
+        assert!(
+            !isolated(("a", true), ("a:b", true)),
+            "Go `b:k` is Go `k` under a:b"
+        );
+        assert!(isolated(("a", true), ("ab", true)), "Go/Go, unrelated");
     }
 
     #[test]

@@ -158,8 +158,10 @@
 //! Give them the prefix and TTL the Go services use. Then:
 //!
 //! - **Keys** are the Go layout: the entry `{prefix}:{key}`, the refresh lock
-//!   `{prefix}:lock:{key}`, the prefix used as given (only a prefix over 256 bytes or with
-//!   control characters is refused).
+//!   `{prefix}:lock:{key}`, the prefix used as given (only a prefix over 256 bytes, with
+//!   control characters, or with a `:`-separated segment `v` or `l`, which would reach
+//!   into a native store's namespaces, is refused). Which prefixes are kept apart from
+//!   which is in SECURITY.md ("Prefixes").
 //! - **Writing** gives JSON the Go library decodes into the same value: the field names
 //!   `Value` and `CreatedAt` in Go's order, `CreatedAt` in Go's form (RFC 3339, UTC `Z`,
 //!   nanoseconds with trailing zeros trimmed, no fraction when they are zero), `<`, `>`,

@@ -17,9 +17,9 @@ use fred::types::{Expiration, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use echocache_core::go_format;
 use crate::keys::KeySpace;
 use crate::lock::{self, MAX_TTL_MS};
+use echocache_core::go_format;
 
 /// The fred client a [`RedisStore`] sends its commands through: one [`Client`] or a
 /// round-robin [`Pool`] of them.
@@ -286,8 +286,9 @@ impl<V> RedisStore<V, Json> {
     /// # Errors
     ///
     /// [`BuildError::InvalidSetting`] naming `prefix` when the prefix is longer than 256
-    /// bytes or holds control characters (any other prefix is used as given, as Go does,
-    /// the empty one included); naming `ttl` when `ttl` is below 1 ms or too large for
+    /// bytes, holds control characters, or has a `:`-separated segment `v` or `l` (its keys
+    /// would land in a native store's namespaces: see SECURITY.md); any other prefix is used
+    /// as given, as Go does, the empty one included. Naming `ttl` when `ttl` is below 1 ms or too large for
     /// Redis. Go's TTL of 0 (no expiry) has no equivalent: use a long TTL (Go's
     /// `NeverExpire`, 100 years, is `Duration::from_secs(3_153_600_000)`).
     ///
