@@ -167,10 +167,55 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// The KV keys of one store: `{prefix}.v.` for data, `{prefix}.l.` for locks.
+/// Checks a prefix for the Go echocache's layout: the Go library trims every trailing dot
+/// (`test.1.` is `test.1`), and what is left must be a valid prefix ([`validate_prefix`]:
+/// Go accepted any prefix and then failed on every operation, bug 25) whose last token is
+/// not `v` or `l`: the Go keys `{prefix}.{md5}` of the prefix `app.v` would be data keys of
+/// the native store `app` (a 32-hex-digit key encodes to itself).
+pub(crate) fn validate_go_prefix(prefix: &str) -> Result<&str, BuildError> {
+    let trimmed = prefix.trim_end_matches('.');
+    validate_prefix(trimmed)?;
+    if matches!(trimmed.rsplit('.').next(), Some("v" | "l")) {
+        return Err(BuildError::InvalidSetting {
+            setting: "prefix",
+            reason: "the last token must not be `v` or `l`: the Go keys would land in the \
+                     namespaces of a native store (`{prefix}.v.`, `{prefix}.l.`)",
+        });
+    }
+    Ok(trimmed)
+}
+
+/// The lower-case hex of the MD5 of `text`: the Go echocache's key token.
+fn md5_hex(text: &str) -> String {
+    use md5::{Digest, Md5};
+    const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+    let digest = Md5::digest(text.as_bytes());
+    let mut out = String::with_capacity(32);
+    for byte in digest {
+        out.push(char::from(HEX_LOWER[usize::from(byte >> 4)]));
+        out.push(char::from(HEX_LOWER[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+/// Which keys a [`KeySpace`] builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `{prefix}.v.{encoded}` and `{prefix}.l.{encoded}`.
+    Native,
+    /// The Go echocache's `{prefix}.{md5(key)}` and `{prefix}.{md5("lock:" + key)}`, the
+    /// prefix without its trailing dots.
+    Go,
+}
+
+/// The KV keys of one store: `{prefix}.v.` for data, `{prefix}.l.` for locks (or the Go
+/// layout).
 #[derive(Debug, Clone)]
 pub(crate) struct KeySpace {
     prefix: String,
+    /// The prefix the keys start with (the Go layout trims trailing dots).
+    base: String,
+    layout: Layout,
 }
 
 impl KeySpace {
@@ -179,28 +224,48 @@ impl KeySpace {
         validate_prefix(prefix)?;
         Ok(Self {
             prefix: prefix.to_owned(),
+            base: prefix.to_owned(),
+            layout: Layout::Native,
         })
     }
 
-    /// The prefix.
+    /// The Go echocache's layout, for a prefix that passed [`validate_go_prefix`].
+    pub(crate) fn go(prefix: &str) -> Result<Self, BuildError> {
+        let base = validate_go_prefix(prefix)?;
+        Ok(Self {
+            base: base.to_owned(),
+            prefix: prefix.to_owned(),
+            layout: Layout::Go,
+        })
+    }
+
+    /// The prefix, as given.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    /// The data key of `key` and whether it is hashed.
+    /// The data key of `key` and whether it is hashed (the stored value then carries the
+    /// full key; never in the Go layout, whose values are Go's).
     pub(crate) fn data_key(&self, key: &str) -> (String, bool) {
-        self.key_in("v", key)
+        match self.layout {
+            Layout::Native => self.key_in("v", key),
+            Layout::Go => (format!("{}.{}", self.base, md5_hex(key)), false),
+        }
     }
 
-    /// The lock key of `key`.
+    /// The lock key of `key` (in the Go layout, also the data key of `lock:{key}`: Go bug
+    /// 24, kept because it is what Go services use).
     pub(crate) fn lock_key(&self, key: &str) -> String {
-        self.key_in("l", key).0
+        match self.layout {
+            Layout::Native => self.key_in("l", key).0,
+            Layout::Go => format!("{}.{}", self.base, md5_hex(&format!("lock:{key}"))),
+        }
     }
 
     fn key_in(&self, namespace: &str, key: &str) -> (String, bool) {
         let encoded = encode_key(key);
         (
-            format!("{}.{namespace}.{}", self.prefix, encoded.token),
+            format!("{}.{namespace}.{}", self.base, encoded.token),
             encoded.hashed,
         )
     }
@@ -210,6 +275,116 @@ impl KeySpace {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn go_keys_are_the_go_librarys_golden_keys() {
+        // From a running Go echocache v1.2.0 (docs: go-wire-format.md, go-echocache-spec.md).
+        let gonats = KeySpace::go("gonats").unwrap();
+        assert_eq!(
+            gonats.data_key("w1").0,
+            "gonats.a95dcb8aebb202efeedb10d5538edeb9"
+        );
+        assert_eq!(
+            gonats.lock_key("w1"),
+            "gonats.880c82243b6db5c1231aad15b0b937f9"
+        );
+        let plain = KeySpace::go("gonatsp").unwrap();
+        assert_eq!(
+            plain.data_key("s1").0,
+            "gonatsp.8ddf878039b70767c4a5bcf4f0c4f65e"
+        );
+        let dotted = KeySpace::go("test.1.").unwrap();
+        assert_eq!(dotted.prefix(), "test.1.");
+        assert_eq!(
+            dotted.data_key("test01").0,
+            "test.1.0e698a8ffc1a0af622c7b4db3cb750cc"
+        );
+        let t1est = KeySpace::go("t1est").unwrap();
+        assert_eq!(
+            t1est.lock_key("FirstKey"),
+            "t1est.ff7f8b0e4f85390274070b66e54b430e"
+        );
+        // Go bug 24, kept: the data of `lock:x` is the lock of `x`.
+        assert_eq!(t1est.data_key("lock:x").0, t1est.lock_key("x"));
+        assert!(!t1est.data_key("x").1, "Go values carry no key frame");
+    }
+
+    #[test]
+    fn go_prefixes_that_reach_into_a_native_store_or_are_invalid_are_refused() {
+        for prefix in [
+            "app.v", "app.l", "v", "l.", "app.v..", "", "...", "a b", "a..b",
+        ] {
+            assert!(KeySpace::go(prefix).is_err(), "{prefix:?}");
+        }
+        for prefix in ["app", "app.vv", "v.app", "test.1.", "lock"] {
+            assert!(KeySpace::go(prefix).is_ok(), "{prefix:?}");
+        }
+    }
+
+    /// Every store (layout, prefix) the constructors accept among short prefixes, with
+    /// every KV key it writes for short keys (and the 32-hex-digit keys that look like
+    /// Go's tokens): no two different stores share a KV key. Without the Go prefix rule
+    /// they do (checked by the last assertion).
+    #[test]
+    fn brute_force_finds_no_collision_between_stores() {
+        const PARTS: [&str; 5] = ["a", "v", "l", ".", "lock"];
+        let strings = |max: usize| {
+            let mut all = vec![String::new()];
+            let mut last = vec![String::new()];
+            for _ in 0..max {
+                last = last
+                    .iter()
+                    .flat_map(|s| PARTS.iter().map(move |p| format!("{s}{p}")))
+                    .collect();
+                all.extend(last.iter().cloned());
+            }
+            all
+        };
+        let prefixes = strings(4);
+        let mut keys = strings(3);
+        keys.extend(["a", "lock:a", "x"].map(md5_hex));
+        keys.extend(["a", "x"].map(|k| md5_hex(&format!("lock:{k}"))));
+        let collisions = |stores: &[(String, KeySpace)]| {
+            let mut owners: HashMap<String, usize> = HashMap::new();
+            let mut met = Vec::new();
+            for (i, (_, space)) in stores.iter().enumerate() {
+                for key in &keys {
+                    for physical in [space.data_key(key).0, space.lock_key(key)] {
+                        match owners.insert(physical, i) {
+                            Some(j) if j != i => {
+                                met.push((stores[j].0.clone(), stores[i].0.clone()))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            met
+        };
+        let mut stores = Vec::new();
+        for prefix in &prefixes {
+            if let Ok(native) = KeySpace::new(prefix) {
+                stores.push((format!("native {prefix}"), native));
+            }
+            // Go prefixes that differ only by trailing dots are one Go store.
+            if !prefix.ends_with('.')
+                && let Ok(go) = KeySpace::go(prefix)
+            {
+                stores.push((format!("go {prefix}"), go));
+            }
+        }
+        assert!(stores.len() > 100, "{} stores", stores.len());
+        let met = collisions(&stores);
+        assert!(met.is_empty(), "{:?}", &met[..met.len().min(5)]);
+        // The brute force has teeth: a Go store `a.v` (refused) meets the native `a`.
+        let unchecked = KeySpace {
+            prefix: "a.v".into(),
+            base: "a.v".into(),
+            layout: Layout::Go,
+        };
+        stores.push(("go a.v (unchecked)".into(), unchecked));
+        assert!(!collisions(&stores).is_empty());
+    }
 
     /// NATS KV's own rule (async-nats `is_valid_key`, nats.go `keyValid`), plus the
     /// subject rule that tokens are non-empty.

@@ -20,6 +20,14 @@
 //! Both loops are bounded by [`MAX_ATTEMPTS`] and never recurse (Go bug 23). Deadlines
 //! compare wall clocks of different processes: keep the hosts' clocks in sync (NTP), as
 //! for the entries' ages.
+//!
+//! **Go format** ([`LockFormat::Go`], the stores made by `go_echocache_compatible`): the
+//! key is the Go echocache's (`{prefix}.{md5("lock:" + key)}`) and the payload Go's
+//! `{token}|{acquired at, RFC 3339 to the second}`, which holds no deadline: a lock is live
+//! until its acquisition second + 1 s + the ttl of the caller looking at it (the extra
+//! second covers the truncation, so a lock never ends before its ttl). The same steps as
+//! above, revision-checked; unlike Go v1.2.0, another owner's expired lock is taken over
+//! (Go's own never expires for others, bug 23), and a payload is split at its first `|`.
 
 use std::time::{Duration, SystemTime};
 
@@ -76,6 +84,59 @@ fn ceil_millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
+/// How a lock's payload is written and read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LockFormat {
+    /// `{deadline ms}|{token}`.
+    Native,
+    /// The Go echocache's `{token}|{acquired at, RFC 3339 seconds}`.
+    Go,
+}
+
+impl LockFormat {
+    /// The payload of a lock held by `token` from `now` for `ttl`.
+    fn payload(self, token: &str, now: SystemTime, ttl: Duration) -> Vec<u8> {
+        match self {
+            LockFormat::Native => LockRecord {
+                deadline_ms: millis_since_epoch(now).saturating_add(ceil_millis(ttl)),
+                token: token.to_owned(),
+            }
+            .to_payload(),
+            LockFormat::Go => {
+                let secs = now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let second = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+                // Years 0000–9999 only; a clock outside them writes the epoch (read as
+                // an old lock), never panics.
+                let at = echocache_core::go_format::format_time(second)
+                    .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned());
+                format!("{token}|{at}").into_bytes()
+            }
+        }
+    }
+
+    /// The lock a payload holds, judged with `ttl` where the payload has no deadline;
+    /// `None` when it is malformed.
+    fn parse(self, payload: &[u8], ttl: Duration) -> Option<LockRecord> {
+        match self {
+            LockFormat::Native => LockRecord::parse(payload),
+            LockFormat::Go => {
+                let text = std::str::from_utf8(payload).ok()?;
+                let (token, at) = text.split_once('|')?;
+                let acquired = echocache_core::go_format::parse_time(at).ok()?;
+                let acquired_ms = millis_since_epoch(acquired);
+                Some(LockRecord {
+                    deadline_ms: acquired_ms
+                        .saturating_add(1_000)
+                        .saturating_add(ceil_millis(ttl)),
+                    token: token.to_owned(),
+                })
+            }
+        }
+    }
+}
+
 /// Whether a write failed because the key's revision was not the one expected.
 fn is_wrong_revision(err: &kv::UpdateError) -> bool {
     err.kind() == UpdateErrorKind::WrongLastRevision
@@ -85,17 +146,14 @@ fn is_wrong_revision(err: &kv::UpdateError) -> bool {
 /// another owner (or other owners kept winning the race for it).
 pub(crate) async fn try_lock(
     kv: &kv::Store,
+    format: LockFormat,
     lock_key: &str,
     ttl: Duration,
 ) -> Result<Option<LockToken>, StoreError> {
     let token = LockToken::generate();
-    let deadline_ms = millis_since_epoch(SystemTime::now()).saturating_add(ceil_millis(ttl));
-    let payload: bytes::Bytes = LockRecord {
-        deadline_ms,
-        token: token.as_str().to_owned(),
-    }
-    .to_payload()
-    .into();
+    let payload: bytes::Bytes = format
+        .payload(token.as_str(), SystemTime::now(), ttl)
+        .into();
     // Optimistic first attempt: the key has never been written (revision 0 = `create`).
     let mut expected_revision = 0;
     for _ in 0..MAX_ATTEMPTS {
@@ -114,7 +172,7 @@ pub(crate) async fn try_lock(
             None => 0,
             // Released (delete or purge marker): free to take.
             Some(entry) if entry.operation != Operation::Put => entry.revision,
-            Some(entry) => match LockRecord::parse(&entry.value) {
+            Some(entry) => match format.parse(&entry.value, ttl) {
                 Some(record) if !record.is_expired(millis_since_epoch(SystemTime::now())) => {
                     return Ok(None);
                 }
@@ -131,6 +189,7 @@ pub(crate) async fn try_lock(
 /// Releases the lock at `lock_key` if `token` still owns it; otherwise leaves it.
 pub(crate) async fn unlock(
     kv: &kv::Store,
+    format: LockFormat,
     lock_key: &str,
     token: &LockToken,
 ) -> Result<(), StoreError> {
@@ -142,7 +201,8 @@ pub(crate) async fn unlock(
         if entry.operation != Operation::Put {
             return Ok(());
         }
-        match LockRecord::parse(&entry.value) {
+        // Only the token matters here (the ttl only judges expiry).
+        match format.parse(&entry.value, Duration::ZERO) {
             Some(record) if record.token == token.as_str() => {}
             // Another owner's lock, or not ours to judge.
             _ => return Ok(()),
@@ -168,6 +228,7 @@ pub(crate) async fn unlock(
 /// already have read it as free, and its takeover must not be undone.
 pub(crate) async fn extend(
     kv: &kv::Store,
+    format: LockFormat,
     lock_key: &str,
     token: &LockToken,
     ttl: Duration,
@@ -179,17 +240,14 @@ pub(crate) async fn extend(
         // Released.
         return Ok(false);
     }
-    let now_ms = millis_since_epoch(SystemTime::now());
-    match LockRecord::parse(&entry.value) {
-        Some(record) if record.token == token.as_str() && !record.is_expired(now_ms) => {}
+    let now = SystemTime::now();
+    match format.parse(&entry.value, ttl) {
+        Some(record)
+            if record.token == token.as_str() && !record.is_expired(millis_since_epoch(now)) => {}
         // Another owner's, expired, or malformed.
         _ => return Ok(false),
     }
-    let payload = LockRecord {
-        deadline_ms: now_ms.saturating_add(ceil_millis(ttl)),
-        token: token.as_str().to_owned(),
-    }
-    .to_payload();
+    let payload = format.payload(token.as_str(), now, ttl);
     match kv.update(lock_key, payload.into(), entry.revision).await {
         Ok(_) => Ok(true),
         // Changed since we read it: released or taken over, so no longer ours.
@@ -235,6 +293,31 @@ mod tests {
             b"\xff|t",
         ] {
             assert_eq!(LockRecord::parse(payload), None, "{payload:?}");
+        }
+    }
+
+    #[test]
+    fn go_payloads_are_the_go_librarys() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_575_323_900);
+        let payload = LockFormat::Go.payload("gotoken", at, Duration::from_secs(30));
+        assert_eq!(payload, b"gotoken|2025-12-01T07:48:43Z");
+        // Go writes its local offset; the instant is what counts.
+        let go = b"gotoken|2025-12-01T08:48:43+01:00";
+        let record = LockFormat::Go.parse(go, Duration::from_secs(30)).unwrap();
+        assert_eq!(record.token, "gotoken");
+        // Live until the acquisition second + 1 s + the ttl.
+        assert_eq!(record.deadline_ms, 1_764_575_323_000 + 1_000 + 30_000);
+        for malformed in [
+            &b"no-bar"[..],
+            b"t|yesterday",
+            b"t|",
+            b"\xff|2025-12-01T07:48:43Z",
+        ] {
+            assert_eq!(
+                LockFormat::Go.parse(malformed, Duration::ZERO),
+                None,
+                "{malformed:?}"
+            );
         }
     }
 

@@ -7,15 +7,31 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::{self as js, kv};
 use echocache_core::codec::{
-    Codec, DEFAULT_MAX_VALUE_BYTES, MessagePack, decode_entry, encode_entry,
+    Codec, DEFAULT_MAX_VALUE_BYTES, Json, MessagePack, decode_entry, encode_entry,
 };
+use echocache_core::go_format;
 use echocache_core::{BuildError, Entry, LockToken, Store, StoreError, Version};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::handle::BucketHandle;
 use crate::key::KeySpace;
-use crate::lock;
+use crate::lock::{self, LockFormat};
+
+/// What the store's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// echocache's envelope with the store's codec.
+    Native,
+    /// The Go echocache's `NewStaleWhileRevalidateNatsCache`: `{"Value":…,"CreatedAt":…}`.
+    GoEnvelope,
+    /// The Go echocache's `NewNatsCache`: the value's JSON alone, and no lock.
+    GoPlain,
+}
+
+/// The error of a lock call on a store in the Go plain format.
+const GO_PLAIN_NO_LOCK: &str = "a NatsStore in the Go plain format has no refresh lock \
+     (the Go `NewNatsCache` has none): use `go_echocache_compatible` for a LazyEchoCache";
 
 /// A [`Store`] keeping entries in a NATS JetStream key-value bucket, shared by every
 /// process that opens the same bucket with the same prefix.
@@ -75,6 +91,7 @@ pub struct NatsStore<V, C = MessagePack> {
     codec: C,
     max_value_bytes: usize,
     ttl: Option<Duration>,
+    format: Format,
     /// Publishes entries with a per-message TTL (NATS ≥ 2.11).
     #[cfg(feature = "server-2-11")]
     server_ttl: Option<async_nats::jetstream::Context>,
@@ -145,10 +162,87 @@ impl<V> NatsStore<V, MessagePack> {
             codec: MessagePack,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             ttl: None,
+            format: Format::Native,
             #[cfg(feature = "server-2-11")]
             server_ttl: None,
             _value: PhantomData,
         }
+    }
+}
+
+impl<V> NatsStore<V, Json> {
+    /// A store that shares entries and refresh locks with Go services using the Go
+    /// echocache v1.2.0's `store.NewStaleWhileRevalidateNatsCache[T](kv, prefix)` on the
+    /// same bucket and prefix (see the [crate docs](crate#go-interop)).
+    ///
+    /// - **Keys** are Go's: `{prefix}.{md5(key)}` (lower-case hex) for entries,
+    ///   `{prefix}.{md5("lock:" + key)}` for locks, trailing dots of the prefix trimmed.
+    ///   The data of the key `lock:x` is therefore the lock of `x` (Go bug 24, kept because
+    ///   it is what Go services read); two keys with the same MD5 share an entry, and MD5
+    ///   collisions can be made on purpose: do not let untrusted input choose whole keys.
+    ///   The bucket's key list shows hashes, not cache keys.
+    /// - **Values** are Go's JSON, `{"Value":…,"CreatedAt":"<RFC 3339>"}`, byte for byte
+    ///   what Go writes for the same value (see [`go_format`](echocache_core::go_format)).
+    ///   Go writes with `kv.Put` and no per-key TTL: entries live until the bucket's
+    ///   `max_age`. [`ttl`](NatsStore::ttl) makes older entries read as missing here (by
+    ///   `CreatedAt`); Go readers ignore it.
+    /// - **Locks** are Go's: `kv.Create` of `{token}|{RFC 3339 second}`, released by their
+    ///   owner with a revision-checked purge. Go v1.2.0's lazy cache never takes the lock
+    ///   (its refreshes are not deduplicated with ours), but a lock taken by Go code
+    ///   (`TryAcquireRefreshLock`) makes our refresh skip, and ours makes Go's fail.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidSetting`] naming `prefix` when the prefix, without its
+    /// trailing dots, is not a valid prefix (see [`new`](NatsStore::new); Go accepted
+    /// such a prefix and then failed on every operation, bug 25) or ends with a token `v`
+    /// or `l` (its keys would land in a native store's namespaces: see SECURITY.md).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use echocache_core::LazyEchoCache;
+    /// use echocache_nats::NatsStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+    /// let kv = async_nats::jetstream::new(client).get_key_value("TEST_02").await?;
+    /// // The Go side: store.NewStaleWhileRevalidateNatsCache[Weather](kv, "weather")
+    /// let store = NatsStore::<String, _>::go_echocache_compatible(kv, "weather")?;
+    /// let cache = LazyEchoCache::builder(store).build()?;
+    /// # let _ = cache;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn go_echocache_compatible(kv: kv::Store, prefix: &str) -> Result<Self, BuildError> {
+        Self::go(kv, prefix, Format::GoEnvelope)
+    }
+
+    /// A store that shares entries with Go services using the Go echocache v1.2.0's
+    /// plain `store.NewNatsCache[T](kv, prefix)`: the same keys as
+    /// [`go_echocache_compatible`](Self::go_echocache_compatible), the value's JSON alone
+    /// as the value, and no lock (the Go plain cache has none).
+    ///
+    /// The bytes carry no time: entries read back as written at the epoch (never fresh
+    /// to a `LazyEchoCache`, which should use the envelope format instead), and
+    /// [`ttl`](NatsStore::ttl) has no effect. `try_lock` and `extend_lock` fail,
+    /// [`shares_locks`](Store::shares_locks) is `false`, so the caches dedupe loads within
+    /// the process only.
+    ///
+    /// # Errors
+    ///
+    /// As [`go_echocache_compatible`](Self::go_echocache_compatible).
+    pub fn go_echocache_compatible_plain(kv: kv::Store, prefix: &str) -> Result<Self, BuildError> {
+        Self::go(kv, prefix, Format::GoPlain)
+    }
+
+    fn go(kv: kv::Store, prefix: &str, format: Format) -> Result<Self, BuildError> {
+        let store = NatsStore::from_handle(BucketHandle::fixed(kv), KeySpace::go(prefix)?);
+        Ok(NatsStore {
+            format,
+            ..store.codec(Json)
+        })
     }
 }
 
@@ -169,6 +263,7 @@ impl<V, C: Codec> NatsStore<V, C> {
             codec,
             max_value_bytes: self.max_value_bytes,
             ttl: self.ttl,
+            format: self.format,
             #[cfg(feature = "server-2-11")]
             server_ttl: self.server_ttl,
             _value: PhantomData,
@@ -362,6 +457,14 @@ impl<V, C: Codec> NatsStore<V, C> {
 }
 
 impl<V, C> NatsStore<V, C> {
+    /// How this store's locks are written.
+    fn lock_format(&self) -> LockFormat {
+        match self.format {
+            Format::Native => LockFormat::Native,
+            Format::GoEnvelope | Format::GoPlain => LockFormat::Go,
+        }
+    }
+
     /// Whether `set` gives entries a server-side TTL.
     fn uses_server_ttl(&self) -> bool {
         #[cfg(feature = "server-2-11")]
@@ -383,6 +486,7 @@ impl<V, C: Clone> Clone for NatsStore<V, C> {
             codec: self.codec.clone(),
             max_value_bytes: self.max_value_bytes,
             ttl: self.ttl,
+            format: self.format,
             #[cfg(feature = "server-2-11")]
             server_ttl: self.server_ttl.clone(),
             _value: PhantomData,
@@ -396,6 +500,7 @@ impl<V, C: fmt::Debug> fmt::Debug for NatsStore<V, C> {
             .field("bucket", &self.bucket.name())
             .field("prefix", &self.keys.prefix())
             .field("codec", &self.codec)
+            .field("format", &self.format)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("ttl", &self.ttl)
             .field("server_ttl", &self.uses_server_ttl())
@@ -463,7 +568,15 @@ where
         } else {
             bytes
         };
-        let entry: Entry<V> = decode_entry(&self.codec, envelope, self.max_value_bytes)?;
+        let entry: Entry<V> = match self.format {
+            Format::Native => decode_entry(&self.codec, envelope, self.max_value_bytes)?,
+            Format::GoEnvelope => go_format::decode_envelope(envelope, self.max_value_bytes)?,
+            // No time in these bytes: the oldest one, never "fresh" by mistake (and no ttl).
+            Format::GoPlain => {
+                let value = go_format::decode_plain(envelope, self.max_value_bytes)?;
+                return Ok(Some(Entry::new(value, SystemTime::UNIX_EPOCH)));
+            }
+        };
         if let Some(ttl) = self.ttl
             && entry.age(SystemTime::now()) >= ttl
         {
@@ -519,7 +632,11 @@ where
     /// The bucket key for `key` and the bytes stored there for `entry`.
     fn stored(&self, key: &str, entry: &Entry<V>) -> Result<(String, bytes::Bytes), StoreError> {
         let (data_key, hashed) = self.keys.data_key(key);
-        let envelope = encode_entry(&self.codec, entry, self.max_value_bytes)?;
+        let envelope = match self.format {
+            Format::Native => encode_entry(&self.codec, entry, self.max_value_bytes)?,
+            Format::GoEnvelope => go_format::encode_envelope(entry, self.max_value_bytes)?,
+            Format::GoPlain => go_format::encode_plain(&entry.value, self.max_value_bytes)?,
+        };
         let bytes = if hashed {
             frame_hashed(key, &envelope)
         } else {
@@ -534,6 +651,11 @@ where
     V: Serialize + DeserializeOwned + Send + Sync + 'static,
     C: Codec,
 {
+    /// `false` for the Go plain format, which has no lock; `true` otherwise.
+    fn shares_locks(&self) -> bool {
+        self.format != Format::GoPlain
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Entry<V>>, StoreError> {
         let (data_key, hashed) = self.keys.data_key(key);
         let data_key = data_key.as_str();
@@ -631,18 +753,25 @@ where
     }
 
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
+        if self.format == Format::GoPlain {
+            return Err(StoreError::backend_msg(GO_PLAIN_NO_LOCK));
+        }
         let lock_key = self.keys.lock_key(key);
         let lock_key = lock_key.as_str();
         self.bucket
-            .run(|kv| async move { lock::try_lock(&kv, lock_key, ttl).await })
+            .run(|kv| async move { lock::try_lock(&kv, self.lock_format(), lock_key, ttl).await })
             .await
     }
 
     async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
+        if self.format == Format::GoPlain {
+            // No lock was ever taken through this store: nothing to release.
+            return Ok(());
+        }
         let lock_key = self.keys.lock_key(key);
         let lock_key = lock_key.as_str();
         self.bucket
-            .run(|kv| async move { lock::unlock(&kv, lock_key, token).await })
+            .run(|kv| async move { lock::unlock(&kv, self.lock_format(), lock_key, token).await })
             .await
     }
 
@@ -652,10 +781,13 @@ where
         token: &LockToken,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
+        if self.format == Format::GoPlain {
+            return Err(StoreError::backend_msg(GO_PLAIN_NO_LOCK));
+        }
         let lock_key = self.keys.lock_key(key);
         let lock_key = lock_key.as_str();
         self.bucket
-            .run(|kv| async move { lock::extend(&kv, lock_key, token, ttl).await })
+            .run(|kv| async move { lock::extend(&kv, self.lock_format(), lock_key, token, ttl).await })
             .await
     }
 }

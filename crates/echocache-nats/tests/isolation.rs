@@ -10,62 +10,18 @@
 //! test creates its own bucket and deletes only that bucket at the end, even when it fails.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::{self, kv, stream::StorageType};
 use echocache_core::codec::{DEFAULT_MAX_VALUE_BYTES, MessagePack, decode_entry};
 use echocache_core::{BuildError, EchoCache, Entry, Store};
-use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
+use echocache_nats::NatsStore;
+
+mod bucket;
+use bucket::with_bucket;
 
 const LOCK_TTL: Duration = Duration::from_secs(30);
-
-fn nats_url() -> String {
-    std::env::var("ECHOCACHE_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
-}
-
-/// A bucket name no other test run uses.
-fn unique_bucket(test: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "echocache-iso-{test}-{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Runs `body` with a fresh in-memory bucket, then deletes that bucket whatever happened.
-async fn with_bucket<F, Fut>(test: &str, body: F)
-where
-    F: FnOnce(kv::Store) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let url = nats_url();
-    let client = async_nats::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to NATS at {url}: {e}"));
-    let js = jetstream::new(client);
-    let bucket = unique_bucket(test);
-    let options = BucketOptions::new()
-        .max_age(Duration::from_secs(600))
-        .storage(StorageType::Memory);
-    let kv = open_or_create_bucket(&js, &bucket, &options)
-        .await
-        .expect("create the test bucket");
-    let outcome = tokio::spawn(body(kv)).await;
-    js.delete_stream(format!("KV_{bucket}"))
-        .await
-        .expect("delete the test bucket");
-    if let Err(err) = outcome {
-        std::panic::resume_unwind(err.into_panic());
-    }
-}
 
 /// Keys that look like a namespace, a separator or an encoding, plus, for a second prefix
 /// that extends the first by `extension` (`.v`, `.l`, …), keys spelling the second's
@@ -211,7 +167,7 @@ async fn check_caches_isolated<S: Store<String>>(a: S, b: S, keys: &[String]) {
 #[tokio::test]
 #[ignore = "needs NATS: cargo xtask test"]
 async fn stores_with_different_prefixes_never_share_entries_or_locks() {
-    with_bucket("stores", |kv| async move {
+    with_bucket("stores", |_, kv| async move {
         for (i, &(pa, pb, extension)) in PREFIX_PAIRS.iter().enumerate() {
             let keys = crafted_keys(pb, extension);
             // The first pair bare, as given; every other check under a token of its own,
@@ -235,7 +191,7 @@ async fn stores_with_different_prefixes_never_share_entries_or_locks() {
 #[tokio::test]
 #[ignore = "needs NATS: cargo xtask test"]
 async fn kv_keys_of_two_prefixes_never_coincide() {
-    with_bucket("raw", |kv| async move {
+    with_bucket("raw", |_, kv| async move {
         for (i, &(pa, pb, extension)) in PREFIX_PAIRS.iter().enumerate() {
             let keys = crafted_keys(pb, extension);
             let (pa, pb) = (format!("t{i}.{pa}"), format!("t{i}.{pb}"));
@@ -275,7 +231,7 @@ async fn kv_keys_of_two_prefixes_never_coincide() {
 #[tokio::test]
 #[ignore = "needs NATS: cargo xtask test"]
 async fn caches_with_different_prefixes_never_see_each_other() {
-    with_bucket("caches", |kv| async move {
+    with_bucket("caches", |_, kv| async move {
         for (i, &(pa, pb, extension)) in PREFIX_PAIRS.iter().enumerate() {
             let keys = crafted_keys(pb, extension);
             let store = |prefix: &str| NatsStore::<String>::new(kv.clone(), prefix).unwrap();
@@ -293,7 +249,7 @@ async fn caches_with_different_prefixes_never_see_each_other() {
 #[tokio::test]
 #[ignore = "needs NATS: cargo xtask test"]
 async fn prefixes_that_are_not_legal_kv_keys_are_refused() {
-    with_bucket("refused", |kv| async move {
+    with_bucket("refused", |_, kv| async move {
         for prefix in [
             "", ".", "app.", ".app", "app..v", "app:v", "app v", "app.*", "app.>", "ü",
         ] {
