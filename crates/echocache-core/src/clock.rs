@@ -81,6 +81,20 @@ impl Clock {
         }
     }
 
+    /// The time to stamp a value written now with (an entry's `written_at`): as
+    /// [`now`](Self::now), but [`Clock::system`] reads [`SystemTime::now`] here, with full
+    /// precision. Other processes (Go services among them) compare `written_at` with their
+    /// own clocks, and a coarse reading lies up to a tick (4 ms here) in the past: a value
+    /// would look older than it is, and a write that landed later could carry an earlier
+    /// time. Stamping happens on writes only, never on a hit.
+    #[inline]
+    pub fn stamp(&self) -> SystemTime {
+        match &self.0 {
+            Source::System => SystemTime::now(),
+            _ => self.now(),
+        }
+    }
+
     /// Whether this is a manual (test) clock.
     pub fn is_manual(&self) -> bool {
         matches!(self.0, Source::Manual(_))

@@ -120,7 +120,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         if let Some(writing) = self.flights.supersede(key) {
             writing.wait_done().await;
         }
-        self.set(key, &Entry::new(value, self.clock.now())).await
+        self.set(key, &Entry::new(value, self.clock.stamp())).await
     }
 
     /// Removes `key`, as `invalidate` does.
@@ -391,7 +391,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
     /// was written or invalidated meanwhile: in this process (the flight was superseded)
     /// or in any (the store refuses the write conditional on `version`).
     async fn store_value(&self, leader: Leader<V>, value: V, version: Option<Version>) {
-        let written_at = self.clock.now();
+        let written_at = self.clock.stamp();
         leader.publish(Outcome::Ok(value.clone()));
         let mut stored = false;
         if leader.begin_write() {

@@ -145,6 +145,30 @@
 //! loses its entries when the server restarts; the store starts again from an empty
 //! bucket, which the caches refill on misses. File storage keeps them.
 //!
+//! # Go interop
+//!
+//! [`NatsStore::go_echocache_compatible`] and
+//! [`NatsStore::go_echocache_compatible_plain`] share a bucket with Go services using the Go
+//! echocache v1.2.0's `store.NewStaleWhileRevalidateNatsCache` / `store.NewNatsCache`:
+//!
+//! - **Keys**: `{prefix}.{md5(key)}`, 32 lower-case hex digits, the prefix's trailing dots
+//!   trimmed (`test.1.` and key `test01` → `test.1.0e698a8ffc1a0af622c7b4db3cb750cc`);
+//!   locks at `{prefix}.{md5("lock:" + key)}`. What it means: the data of the key `lock:x`
+//!   is the lock of `x` (Go bug 24, kept); two keys with the same MD5 share an entry, and
+//!   MD5 collisions can be computed, so untrusted input must not choose whole keys; the
+//!   bucket's key list shows hashes, never cache keys (no listing or prefix scan by key).
+//! - **Values**: the JSON Go writes (the same as in Redis, see
+//!   [`go_format`](echocache_core::go_format)), with `kv.Put` and no per-key TTL.
+//! - **Locks**: `{token}|{RFC 3339 second}` created with a revision-0 write (Go's
+//!   `kv.Create`); taken over only when older than the ttl (Go never reclaims another
+//!   owner's lock, bug 23); released by their owner only, with a revision-checked purge (Go's
+//!   check-then-delete is not atomic). Go v1.2.0's lazy cache never takes the lock, so its
+//!   refreshes are not deduplicated with ours; Go code that takes it is respected both
+//!   ways.
+//! - **Prefixes**: a prefix whose last token (after trimming dots) is `v` or `l` is refused:
+//!   its keys `{prefix}.{md5}` would be data or lock keys of the native store one token up
+//!   (see SECURITY.md, "Prefixes").
+//!
 //! # Cargo features
 //!
 //! | Feature | Default | Description |

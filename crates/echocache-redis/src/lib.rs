@@ -147,7 +147,7 @@
 //!
 //! A Rust service and a Go service using the [Go echocache](https://github.com/logocomune/echocache)
 //! (v1.2.x, go-redis v9) can share one Redis cache, so that services migrate one at a time
-//! with no cold cache and no double refreshes. Two constructors, one per Go store, make a
+//! with no cold cache. Two constructors, one per Go store, make a
 //! [`RedisStore`] that reads and writes exactly what the Go library does:
 //!
 //! | Go constructor | Rust store | Redis value |
@@ -177,7 +177,10 @@
 //!   [`LazyEchoCache`](echocache_core::LazyEchoCache) skips it, and the other way round.
 //!   A Rust instance releases its lock with an atomic compare-and-delete; the Go code's
 //!   `GET` then `DEL` releases its own. Unlike the Go code, a lock TTL of zero still
-//!   expires (after 1 ms, Go bug 19).
+//!   expires (after 1 ms, Go bug 19). **But Go v1.2.0's lazy cache never takes the lock**
+//!   (its worker does not call `TryAcquireRefreshLock`): its refreshes are deduplicated
+//!   neither with ours nor among Go instances; only Go code that takes the lock itself is
+//!   seen (and sees ours). Rust instances still dedupe among themselves.
 //! - **The plain format has no timestamp.** Its entries read with `written_at` =
 //!   `UNIX_EPOCH` (age unknown, taken as the oldest): fine for
 //!   [`EchoCache`](echocache_core::EchoCache), which ignores ages, but a
