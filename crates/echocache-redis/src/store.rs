@@ -908,7 +908,12 @@ mod tests {
             Err(other) => panic!("{other:?}"),
         };
         let ttl = Duration::from_secs(1);
-        assert!(go("my app:v", ttl).is_ok(), "Go prefixes are used as given");
+        assert!(go("my app:vv", ttl).is_ok(), "Go prefixes are used as given");
+        assert_eq!(
+            setting_of(go("my app:v", ttl)),
+            "prefix",
+            "but never inside a native store's namespace"
+        );
         assert_eq!(setting_of(go("app\n", ttl)), "prefix");
         assert_eq!(setting_of(go(&"x".repeat(257), ttl)), "prefix");
         assert_eq!(setting_of(go("app", Duration::ZERO)), "ttl");
