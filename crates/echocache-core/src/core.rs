@@ -83,19 +83,45 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
             .await
     }
 
+    /// A lock call that outlives the store timeout is not dropped: the store may still
+    /// take the lock (a client that sends a queued command once it has reconnected), and
+    /// nobody would give it back, so every process's misses of the key would wait for it
+    /// to expire (measured after a Redis restart: waits of the whole load timeout). It
+    /// runs on in a task of its own, for at most `ttl`, and a lock it gets is released.
     pub(crate) async fn try_lock(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         ttl: Duration,
     ) -> Result<Option<LockToken>, StoreError> {
-        self.guard
-            .call(&self.stats, StoreOp::TryLock, self.store.try_lock(key, ttl))
-            .await
+        let mut call = Box::pin({
+            let core = Arc::clone(self);
+            let key: Box<str> = key.into();
+            async move { core.store.try_lock(&key, ttl).await }
+        });
+        let taken = self
+            .guard
+            .call(&self.stats, StoreOp::TryLock, call.as_mut())
+            .await;
+        if let Err(e) = &taken
+            && e.is_timeout()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let core = Arc::clone(self);
+            let key: Box<str> = key.into();
+            runtime.spawn(async move {
+                if let Ok(Ok(Some(token))) = tokio::time::timeout(ttl, call).await {
+                    core.release(&key, &token).await;
+                }
+            });
+        }
+        taken
     }
 
+    /// Past the circuit breaker (see `StoreGuard::call_past_breaker`): a lock this cache
+    /// took is always given back when the store answers.
     pub(crate) async fn unlock(&self, key: &str, token: &LockToken) -> Result<(), StoreError> {
         self.guard
-            .call(&self.stats, StoreOp::Unlock, self.store.unlock(key, token))
+            .call_past_breaker(&self.stats, StoreOp::Unlock, self.store.unlock(key, token))
             .await
     }
 

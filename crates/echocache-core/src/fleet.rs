@@ -11,6 +11,7 @@
 //! lock's TTL). Store failures fail open: the leader loads without the lock.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -93,6 +94,9 @@ impl HeldHere {
     }
 }
 
+/// How often a failed lock release is tried again (see `Core::release`).
+const RELEASE_RETRY: Duration = Duration::from_millis(500);
+
 /// The lock TTL for loads bounded by `load_timeout`: the load and the write after it must
 /// fit, with a margin of half the timeout (100 ms to 10 s). Extended while a load runs.
 pub(crate) fn lock_ttl(load_timeout: Duration) -> Duration {
@@ -119,7 +123,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
     /// The lock step of a flight's leader (see the module docs). `timed`: a runtime
     /// with a timer drives the load; without one the leader never waits.
     pub(crate) async fn lead(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         accept: Accept,
         fleet: Fleet,
@@ -153,7 +157,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         }
     }
 
-    async fn take_or_wait(&self, key: &str, accept: Accept, timed: bool) -> Lead<V> {
+    async fn take_or_wait(self: &Arc<Self>, key: &str, accept: Accept, timed: bool) -> Lead<V> {
         let started = tokio::time::Instant::now();
         let bound = self.load_timeout.unwrap_or(crate::DEFAULT_LOAD_TIMEOUT);
         let mut waited = false;
@@ -242,11 +246,29 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         }
     }
 
-    /// Releases the lock; a failure is counted (the lock expires by itself).
-    pub(crate) async fn release(&self, key: &str, token: &LockToken) {
-        if let Err(e) = self.unlock(key, token).await {
-            self.stats.store_error("unlock", key, &e);
-        }
+    /// Releases the lock. A failure is counted, and the release is tried again in the
+    /// background (every [`RELEASE_RETRY`], past the breaker) until the store answers or
+    /// the lock would have expired anyway: a lock that survives its holder's release (a
+    /// NATS bucket kept on disk across a restart, a Redis that took the unlock's timeout)
+    /// would otherwise hold off every process's misses of the key until it expires.
+    pub(crate) async fn release(self: &Arc<Self>, key: &str, token: &LockToken) {
+        let Err(e) = self.unlock(key, token).await else {
+            return;
+        };
+        self.stats.store_error("unlock", key, &e);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (core, key, token) = (Arc::clone(self), Box::<str>::from(key), token.clone());
+        runtime.spawn(async move {
+            let give_up = tokio::time::Instant::now() + core.lock_ttl;
+            while tokio::time::Instant::now() + RELEASE_RETRY < give_up {
+                tokio::time::sleep(RELEASE_RETRY).await;
+                if core.unlock(&key, &token).await.is_ok() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Extends the lock every third of its TTL, for as long as it is polled (the caller

@@ -200,6 +200,39 @@ impl StoreGuard {
         result
     }
 
+    /// Runs one store call under the timeout, whether the breaker is open or not: for the
+    /// release of a lock this cache took, which no caller waits for, and which, skipped,
+    /// would leave the lock to hold off every process's loads of the key until it expires
+    /// (measured: after a Redis restart, misses then waited out the load timeout). Counts
+    /// a timeout; a success closes the breaker (the store answers), a failure is not
+    /// counted towards opening it.
+    pub(crate) async fn call_past_breaker<T>(
+        &self,
+        counters: &Counters,
+        op: StoreOp,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        #[cfg(feature = "metrics")]
+        let started = counters.timings.as_ref().map(|_| std::time::Instant::now());
+        let result = self.bounded(call).await;
+        #[cfg(feature = "metrics")]
+        if let (Some(timings), Some(started)) = (&counters.timings, started) {
+            timings.store_call(op, started);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = op;
+        match &result {
+            Err(e) if e.is_timeout() => incr(&counters.store_timeouts),
+            Err(_) => {}
+            Ok(_) => {
+                if let Some(breaker) = &self.breaker {
+                    breaker.record(false, false, counters);
+                }
+            }
+        }
+        result
+    }
+
     /// The call, given up after the timeout. Polled once first: a store that answers
     /// without I/O makes no timer.
     async fn bounded<T>(

@@ -156,6 +156,7 @@ pub struct TestStore<V> {
     corrupt: Arc<AtomicBool>,
     stalled: Arc<tokio::sync::watch::Sender<bool>>,
     latency: Arc<Mutex<Duration>>,
+    reply_latency: Arc<Mutex<Duration>>,
     /// Number of `extend_lock` calls.
     pub extends: Arc<AtomicUsize>,
     /// Number of `get` calls.
@@ -188,6 +189,7 @@ impl<V: Clone> TestStore<V> {
             corrupt: Arc::default(),
             stalled: Arc::new(tokio::sync::watch::channel(false).0),
             latency: Arc::default(),
+            reply_latency: Arc::default(),
             extends: Arc::default(),
             gets: Arc::default(),
             sets: Arc::default(),
@@ -204,6 +206,13 @@ impl<V: Clone> TestStore<V> {
     /// Makes every operation take `latency` (tokio's clock) before it acts.
     pub fn set_latency(&self, latency: Duration) {
         *self.latency.lock().unwrap() = latency;
+    }
+
+    /// Makes `try_lock` act at once but answer `latency` later (tokio's clock): a server
+    /// that took the lock while its reply came too late for the caller (a client that
+    /// queued the command during a reconnection and sent it after the caller gave up).
+    pub fn set_reply_latency(&self, latency: Duration) {
+        *self.reply_latency.lock().unwrap() = latency;
     }
 
     /// Waits as a slow or stalled server would.
@@ -302,18 +311,24 @@ impl<V: Clone + Send + Sync + 'static> Store<V> for TestStore<V> {
     async fn try_lock(&self, key: &str, ttl: Duration) -> Result<Option<LockToken>, StoreError> {
         self.respond().await;
         self.check()?;
-        let now = tokio::time::Instant::now();
-        let mut locks = self.locks.lock().unwrap();
-        if locks.get(key).is_some_and(|held| held.until > now) {
-            return Ok(None);
-        }
-        let token = LockToken::generate();
-        let until = now + ttl;
-        let held = HeldLock {
-            token: token.clone(),
-            until,
+        let token = {
+            let now = tokio::time::Instant::now();
+            let mut locks = self.locks.lock().unwrap();
+            if locks.get(key).is_some_and(|held| held.until > now) {
+                return Ok(None);
+            }
+            let token = LockToken::generate();
+            let held = HeldLock {
+                token: token.clone(),
+                until: now + ttl,
+            };
+            locks.insert(key.to_owned(), held);
+            token
         };
-        locks.insert(key.to_owned(), held);
+        let reply_latency = *self.reply_latency.lock().unwrap();
+        if !reply_latency.is_zero() {
+            tokio::time::sleep(reply_latency).await;
+        }
         Ok(Some(token))
     }
 

@@ -122,3 +122,74 @@ async fn the_lock_is_released_when_every_caller_is_gone() {
         "and stored"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_the_store_grants_after_the_store_timeout_is_given_back() {
+    // The store takes the lock at once but its answer comes after the cache's store
+    // timeout (a client that sent a queued command after the caller gave up): the miss
+    // loads without it, and when the late answer comes the lock is released, instead of
+    // holding off every process's misses of the key until it expires.
+    let store = TestStore::<String>::new();
+    let cache = EchoCache::builder(store.clone())
+        .store_timeout(Duration::from_millis(250))
+        .no_circuit_breaker()
+        .build()
+        .unwrap();
+    store.set_reply_latency(Duration::from_secs(1));
+    let value = cache
+        .fetch("k", || async { Ok::<_, std::io::Error>("v".to_owned()) })
+        .await
+        .unwrap();
+    assert_eq!(value, "v", "loaded without the lock");
+    assert_eq!(cache.stats().store_timeouts, 1, "{:?}", cache.stats());
+    assert!(store.is_locked("k"), "the store took the lock meanwhile");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !store.is_locked("k"),
+        "the late answer's lock was given back, long before its TTL"
+    );
+}
+
+#[tokio::test]
+async fn the_lock_is_released_even_while_the_circuit_breaker_is_open() {
+    // The store failed during the load and the breaker opened; it answers again when the
+    // load ends. The write is skipped (the breaker), the unlock is not: skipped, it would
+    // leave the lock to hold off every process's misses of the key until it expires.
+    let store = TestStore::<String>::new();
+    let cache = cache(&store);
+    let (load, release) = gated_fetch(&cache).await;
+    store.set_failing(true);
+    for _ in 0..2 {
+        assert!(cache.get("other").await.is_err());
+    }
+    assert!(cache.is_circuit_open());
+    store.set_failing(false);
+    release.send(()).unwrap();
+    assert_eq!(load.await.unwrap().unwrap(), "v");
+    assert!(!store.is_locked("k"), "the lock was given back");
+    assert!(
+        !cache.is_circuit_open(),
+        "and its success closed the breaker"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_that_fails_is_tried_again_until_the_store_answers() {
+    // The store fails when the load ends (a server restarting): the unlock fails. The
+    // lock would outlive its holder (a NATS bucket on disk keeps it across the restart)
+    // and hold off every process's misses of the key; the release is tried again in the
+    // background and succeeds once the store answers.
+    let store = TestStore::<String>::new();
+    let cache = EchoCache::builder(store.clone())
+        .no_circuit_breaker()
+        .build()
+        .unwrap();
+    let (load, release) = gated_fetch(&cache).await;
+    store.set_failing(true);
+    release.send(()).unwrap();
+    assert_eq!(load.await.unwrap().unwrap(), "v");
+    assert!(store.is_locked("k"), "the unlock failed");
+    store.set_failing(false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!store.is_locked("k"), "given back without user action");
+}

@@ -4,6 +4,8 @@
 //! Each test runs its own `nats-server -js` on a free loopback port; ignored by
 //! `cargo test`, run by `cargo xtask test`.
 
+use std::time::Duration;
+
 use echocache_core::{L1Entry, TieredStore};
 use echocache_memory::LruStore;
 use echocache_nats::{NatsBackplane, NatsStore};
@@ -19,6 +21,21 @@ async fn tiered_store(url: &str) -> Tiered {
         .await
         .expect("backplane");
     TieredStore::new(LruStore::new(1_000).unwrap(), l2, backplane)
+}
+
+/// The L1 TTL of the run through a restart: what bounds a stale L1 copy while the
+/// backplane is down.
+const SHORT_L1_TTL: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn values_stay_within_the_l1_ttl_through_a_server_restart() {
+    let mut server = OwnServer::nats();
+    let url = server.url();
+    tiered::assert_coherent_through_a_restart(&mut server, SHORT_L1_TTL, || async {
+        tiered_store(&url).await.l1_ttl(SHORT_L1_TTL)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -908,7 +908,10 @@ mod tests {
             Err(other) => panic!("{other:?}"),
         };
         let ttl = Duration::from_secs(1);
-        assert!(go("my app:vv", ttl).is_ok(), "Go prefixes are used as given");
+        assert!(
+            go("my app:vv", ttl).is_ok(),
+            "Go prefixes are used as given"
+        );
         assert_eq!(
             setting_of(go("my app:v", ttl)),
             "prefix",

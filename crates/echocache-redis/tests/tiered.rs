@@ -18,6 +18,10 @@ async fn tiered_store(url: &str) -> Tiered {
     tiered_under(url, "tiered").await
 }
 
+/// The L1 TTL of the run through a restart: what bounds a stale L1 copy while the
+/// backplane is down.
+const SHORT_L1_TTL: Duration = Duration::from_secs(2);
+
 /// A tiered store under `prefix`, on clients of its own (another "process"), once its
 /// backplane has subscribed.
 async fn tiered_under(url: &str, prefix: &str) -> Tiered {
@@ -62,6 +66,24 @@ async fn values_are_never_older_than_the_bound_across_four_processes() {
     let server = OwnServer::redis();
     let url = server.url();
     tiered::assert_coherent(|| tiered_store(&url)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn values_stay_within_the_l1_ttl_through_a_server_restart() {
+    let mut server = OwnServer::redis();
+    let url = server.url();
+    tiered::assert_coherent_through_a_restart(&mut server, SHORT_L1_TTL, || async {
+        // Made before the kill: a store need not wait for its backplane to subscribe.
+        let l2 = RedisStore::connect(&url, "tiered", Duration::from_secs(600))
+            .await
+            .expect("store");
+        let backplane = RedisBackplane::connect(&url, "tiered")
+            .await
+            .expect("backplane");
+        TieredStore::new(LruStore::new(1_000).unwrap(), l2, backplane).l1_ttl(SHORT_L1_TTL)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,6 +55,19 @@ impl Truth {
             });
     }
 
+    /// When the first write of `key` newer than `version` returned, if one did before
+    /// `before`: since then a read of `version` is stale.
+    fn stale_since(&self, key: usize, version: u64, before: Instant) -> Option<Instant> {
+        self.returned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)?
+            .iter()
+            .filter(|r| r.at < before && r.version > version)
+            .map(|r| r.at)
+            .min()
+    }
+
     /// The newest write of `key` that returned before `before`.
     fn newest_before(&self, key: usize, before: Instant) -> Option<u64> {
         self.returned
@@ -73,15 +86,77 @@ impl Truth {
 pub struct Coherence {
     /// Values served by `fetch` / `get`.
     pub served: u64,
+    /// Values served after the fault's recovery time (all of them without a fault).
+    pub served_after_recovery: u64,
+    /// For every value served that a newer write, returned before the read began, had
+    /// replaced: how long before the read that write had returned. The propagation delay
+    /// as readers see it (a read begun within it may still see the old value).
+    pub lags: Vec<Duration>,
     /// Values older than a write that had returned more than the bound before the read
     /// began, on any cache.
     pub violations: Vec<String>,
+    /// Each cache's counters at the end.
+    pub stats: Vec<echocache_core::Stats>,
+}
+
+impl Coherence {
+    /// `(p50, p99, max)` of the stale reads' lags; zeros when no read was stale.
+    pub fn lag_percentiles(&self) -> (Duration, Duration, Duration) {
+        let mut lags = self.lags.clone();
+        lags.sort_unstable();
+        let at = |q: f64| {
+            lags.get(((lags.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        (at(0.5), at(0.99), lags.last().copied().unwrap_or_default())
+    }
+}
+
+/// A server fault in the middle of a coherence run: killed `kill_at` into it, started
+/// again `down_for` later. Reads begun from the kill until `recovery` after the restart
+/// are held to `bound_during` (the L1 TTL) instead of the run's bound; the others to the
+/// run's bound, so the run also checks that coherence comes back with no user action.
+#[derive(Debug)]
+pub struct Fault<'a> {
+    /// The server the stores use.
+    pub server: &'a mut OwnServer,
+    /// When the server is killed, from the start of the run.
+    pub kill_at: Duration,
+    /// How long it stays down.
+    pub down_for: Duration,
+    /// How long after the restart the looser bound still applies.
+    pub recovery: Duration,
+    /// The bound meanwhile.
+    pub bound_during: Duration,
+}
+
+/// The outage window, once known: reads begun in it get the looser bound.
+#[derive(Default)]
+struct Window {
+    killed: Option<Instant>,
+    recovered: Option<Instant>,
+}
+
+impl Window {
+    fn in_outage(&self, began: Instant) -> bool {
+        match (self.killed, self.recovered) {
+            (Some(killed), None) => began >= killed,
+            (Some(killed), Some(recovered)) => began >= killed && began < recovered,
+            _ => false,
+        }
+    }
+
+    fn after_recovery(&self, began: Instant) -> bool {
+        self.recovered.is_some_and(|r| began >= r)
+    }
 }
 
 /// `caches` caches over tiered stores on clients of their own, random `insert` /
 /// `invalidate` / `fetch` / `get` on `keys` keys from `tasks` tasks for `run`: every value
 /// served is checked against the writes that had returned more than `bound` before the
 /// read began, on any cache. Values are versions from one counter, so "older" is exact.
+/// With a [`Fault`], the server is killed and restarted during the run.
 pub async fn values_are_never_older_than_the_bound<S, F, Fut>(
     make: F,
     caches: usize,
@@ -89,6 +164,7 @@ pub async fn values_are_never_older_than_the_bound<S, F, Fut>(
     tasks: usize,
     run: Duration,
     bound: Duration,
+    fault: Option<Fault<'_>>,
 ) -> Coherence
 where
     S: Store<String>,
@@ -103,10 +179,15 @@ where
     tokio::time::sleep(Duration::from_millis(200)).await;
     let truth = Arc::new(Truth::new(keys));
     let fleet = Arc::new(fleet);
-    let deadline = Instant::now() + run;
+    let window = Arc::new(Mutex::new(Window::default()));
+    let bound_during = fault.as_ref().map_or(bound, |f| f.bound_during);
+    let fault_free = fault.is_none();
+    let started = Instant::now();
+    let deadline = started + run;
     let mut handles = Vec::new();
     for t in 0..tasks {
         let (truth, fleet) = (Arc::clone(&truth), Arc::clone(&fleet));
+        let window = Arc::clone(&window);
         handles.push(tokio::spawn(async move {
             let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ (t as u64 + 1);
             let mut next = move |n: usize| {
@@ -117,6 +198,10 @@ where
             };
             let mut out = Coherence::default();
             while Instant::now() < deadline {
+                // Answers from memory (L1 hits, an open breaker) never make a task wait:
+                // without a yield, 8 tasks on 2 workers starve the timers and the server
+                // restart of this very run.
+                tokio::task::yield_now().await;
                 let key = next(keys);
                 let name = format!("k{key}");
                 let cache = &fleet[next(fleet.len())];
@@ -150,6 +235,19 @@ where
                 let Some(value) = served else { continue };
                 out.served += 1;
                 let version: u64 = value.parse().expect("a version");
+                let (in_outage, recovered) = {
+                    let window = window
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    (window.in_outage(began), window.after_recovery(began))
+                };
+                if recovered || fault_free {
+                    out.served_after_recovery += 1;
+                }
+                if let Some(since) = truth.stale_since(key, version, began) {
+                    out.lags.push(began - since);
+                }
+                let bound = if in_outage { bound_during } else { bound };
                 if let Some(newest) = began
                     .checked_sub(bound)
                     .and_then(|before| truth.newest_before(key, before))
@@ -157,28 +255,57 @@ where
                     && out.violations.len() < 10
                 {
                     out.violations.push(format!(
-                        "k{key}: served v{version} in a read begun {:?} after v{newest} \
-                         had returned",
-                        bound
+                        "k{key}: served v{version} in a read begun {bound:?} after \
+                         v{newest} had returned (outage: {in_outage})"
                     ));
                 }
             }
             out
         }));
     }
-    let mut all = Coherence::default();
+    if let Some(fault) = fault {
+        tokio::time::sleep_until(started + fault.kill_at).await;
+        // Killing and starting a server block (a wait for the process, a poll until the
+        // server answers): off the runtime's worker, or the load tasks queued on it stall.
+        tokio::task::block_in_place(|| fault.server.kill());
+        window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .killed = Some(Instant::now());
+        tokio::time::sleep(fault.down_for).await;
+        tokio::task::block_in_place(|| fault.server.restart());
+        window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recovered = Some(Instant::now() + fault.recovery);
+    }
+    for h in &handles {
+        while !h.is_finished() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut all = Coherence {
+        stats: fleet.iter().map(EchoCache::stats).collect(),
+        ..Coherence::default()
+    };
     for h in handles {
         let part = h.await.expect("a task panicked");
         all.served += part.served;
+        all.served_after_recovery += part.served_after_recovery;
+        all.lags.extend(part.lags);
         all.violations.extend(part.violations);
     }
     all
 }
 
+/// The bound of the coherence runs: far above the backplane's delay on loopback (p99
+/// ≈1 ms, docs/benchmarks.md), so that a busy CI machine does not fail the run; a
+/// backplane that delivers nothing fails it by seconds.
+pub const COHERENCE_BOUND: Duration = Duration::from_millis(250);
+
 /// [`values_are_never_older_than_the_bound`] as every backplane runs it: 4 caches, 100
-/// keys, 8 tasks, 3 s, a bound of 250 ms (far above the backplane's delay on loopback, so
-/// that a busy CI machine does not fail the run; a backplane that delivers nothing fails it
-/// by seconds). Asserts that the run served values and none was older than the bound.
+/// keys, 8 tasks, 20 s, [`COHERENCE_BOUND`]. Asserts that the run served values and none
+/// was older than the bound; prints the lags of the stale reads.
 pub async fn assert_coherent<S, F, Fut>(make: F)
 where
     S: Store<String>,
@@ -190,17 +317,89 @@ where
         4,
         100,
         8,
-        Duration::from_secs(3),
-        Duration::from_millis(250),
+        Duration::from_secs(20),
+        COHERENCE_BOUND,
+        None,
     )
     .await;
-    eprintln!("{} values served", seen.served);
+    report("coherence", &seen);
     assert!(
         seen.served > 1_000,
         "the run served values: {}",
         seen.served
     );
     assert!(seen.violations.is_empty(), "{:#?}", seen.violations);
+}
+
+/// The same run with the server killed 6 s in and started again 2 s later, over stores
+/// whose L1 TTL is `l1_ttl` (make them so): no value served is older than the L1 TTL
+/// (plus the bound) during the outage and the 5 s after the restart, and after that the
+/// usual bound holds again, with no user action.
+pub async fn assert_coherent_through_a_restart<S, F, Fut>(
+    server: &mut OwnServer,
+    l1_ttl: Duration,
+    make: F,
+) where
+    S: Store<String>,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let fault = Fault {
+        server,
+        kill_at: Duration::from_secs(6),
+        down_for: Duration::from_secs(2),
+        recovery: Duration::from_secs(5),
+        bound_during: l1_ttl + COHERENCE_BOUND,
+    };
+    let seen = values_are_never_older_than_the_bound(
+        make,
+        4,
+        100,
+        8,
+        Duration::from_secs(20),
+        COHERENCE_BOUND,
+        Some(fault),
+    )
+    .await;
+    report("coherence through a restart", &seen);
+    assert!(
+        seen.served > 1_000,
+        "the run served values: {}",
+        seen.served
+    );
+    assert!(
+        seen.served_after_recovery > 500,
+        "coherence came back: {} values served after the recovery",
+        seen.served_after_recovery
+    );
+    assert!(seen.violations.is_empty(), "{:#?}", seen.violations);
+}
+
+fn report(what: &str, seen: &Coherence) {
+    for (i, s) in seen.stats.iter().enumerate() {
+        eprintln!(
+            "cache {i}: hits {}, misses {}, loads {}, fleet waits {} ({} timed out), store \
+             errors {}, timeouts {}, breaker opened {} times, calls skipped {}",
+            s.hits,
+            s.misses,
+            s.loads,
+            s.fleet_waits,
+            s.fleet_wait_timeouts,
+            s.store_errors,
+            s.store_timeouts,
+            s.circuit_opens,
+            s.store_calls_skipped
+        );
+    }
+    let (p50, p99, max) = seen.lag_percentiles();
+    eprintln!(
+        "{what}: {} values served ({} after recovery), {} stale (lag p50 {p50:?}, p99 \
+         {p99:?}, max {max:?}), {} beyond the bound",
+        seen.served,
+        seen.served_after_recovery,
+        seen.lags.len(),
+        seen.violations.len()
+    );
 }
 
 /// A cache over a tiered store holds `k` in its L1; the server is killed and started
