@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
-use crate::fleet::{Accept, Fleet, HeldHere, Lead, lock_ttl};
+use crate::fleet::{Accept, Fleet, HeldHere, Lead, WriteAs, lock_ttl};
 use crate::flight::{Failure, Flights, Join, Leader, Outcome, panic_message};
 use crate::guard::{GuardSettings, StoreGuard, StoreOp};
 use crate::stats::{Counters, incr};
-use crate::{Clock, Entry, Error, LockToken, Store, StoreError, Version, recursion};
+use crate::{Clock, Entry, Error, LockToken, Store, StoreError, recursion};
 
 /// How many times a fetch tries again when the flight it waited on ended without an
 /// outcome it can use (aborted, or an error of another caller's error type).
@@ -327,13 +327,13 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Send + Sync + 'static,
     {
-        let (token, version) = match self.lead(leader.key(), accept, fleet, timed).await {
+        let (token, write) = match self.lead(leader.key(), accept, fleet, timed).await {
             Lead::Found(value) => {
                 leader.publish(Outcome::Ok(value));
                 leader.finish(true);
                 return;
             }
-            Lead::Load { token, version } => (token, version),
+            Lead::Load { token, write } => (token, write),
         };
         let result = match &token {
             Some(token) if timed => {
@@ -347,7 +347,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         };
         let key: Box<str> = leader.key().into();
         match result {
-            Ok(value) => self.store_value(leader, value, version).await,
+            Ok(value) => self.store_value(leader, value, write).await,
             Err(failure) => {
                 leader.publish(Err(failure));
                 leader.finish(false);
@@ -415,16 +415,20 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
 
     /// Hands a loaded value to the waiters, then writes it to the store, unless the key
     /// was written or invalidated meanwhile: in this process (the flight was superseded)
-    /// or in any (the store refuses the write conditional on `version`).
-    async fn store_value(&self, leader: Leader<V>, value: V, version: Option<Version>) {
+    /// or in any (the store refuses the write conditional on the version read), or its
+    /// version could not be read (`WriteAs::Not`).
+    async fn store_value(&self, leader: Leader<V>, value: V, write: WriteAs) {
         let written_at = self.clock.stamp();
         leader.publish(Outcome::Ok(value.clone()));
         let mut stored = false;
-        if leader.begin_write() {
+        if !matches!(write, WriteAs::Not) && leader.begin_write() {
             let entry = Entry::new(value, written_at);
-            let written = match &version {
-                Some(version) => self.set_if_version(leader.key(), &entry, version).await,
-                None => self.set(leader.key(), &entry).await.map(|()| true),
+            let written = match &write {
+                WriteAs::IfVersion(version) => {
+                    self.set_if_version(leader.key(), &entry, version).await
+                }
+                WriteAs::Plain => self.set(leader.key(), &entry).await.map(|()| true),
+                WriteAs::Not => Ok(false),
             };
             match written {
                 Ok(true) => stored = true,

@@ -47,16 +47,41 @@ pub(crate) enum Fleet {
     Wait,
     /// The caller (a background refresh) holds the lock and read this version after
     /// taking it.
-    Held(Version),
+    Held(WriteAs),
+}
+
+/// How a loaded value is written to the store.
+#[derive(Debug, Clone)]
+pub(crate) enum WriteAs {
+    /// Plainly: the store's locks are not shared (it keeps no versions for others).
+    Plain,
+    /// Conditionally on the version read before the load.
+    IfVersion(Version),
+    /// Not at all: the key's version could not be read (store trouble). A plain write
+    /// could land over another process's newer write or invalidation (found by the chaos
+    /// run: a value invalidated everywhere came back from such a write); the value still
+    /// answers the fetch.
+    Not,
+}
+
+impl WriteAs {
+    /// After a failed version read: undecodable bytes are an answer (the store works, and
+    /// the load must heal them: a plain write), anything else is store trouble.
+    pub(crate) fn after(read_error: &StoreError) -> Self {
+        if read_error.is_decode() {
+            WriteAs::Plain
+        } else {
+            WriteAs::Not
+        }
+    }
 }
 
 /// What the leader does after dealing with the lock.
 pub(crate) enum Lead<V> {
-    /// Load, then write conditionally on `version` (`None`: a plain write), then release
-    /// `token` if it holds one.
+    /// Load, then write as `write` says, then release `token` if it holds one.
     Load {
         token: Option<LockToken>,
-        version: Option<Version>,
+        write: WriteAs,
     },
     /// Another process stored the value meanwhile: no load.
     Found(V),
@@ -130,29 +155,27 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         timed: bool,
     ) -> Lead<V> {
         match fleet {
-            Fleet::Held(version) => Lead::Load {
-                token: None,
-                version: Some(version),
-            },
+            Fleet::Held(write) => Lead::Load { token: None, write },
             Fleet::Off if !self.store.shares_locks() => Lead::Load {
                 token: None,
-                version: None,
+                write: WriteAs::Plain,
             },
             Fleet::Off => Lead::Load {
                 token: None,
-                version: Some(self.version_of(key).await),
+                write: self.version_of(key).await,
             },
             Fleet::Wait => self.take_or_wait(key, accept, timed).await,
         }
     }
 
-    /// The key's version now (`UNKNOWN` when the store fails: the write is then plain).
-    async fn version_of(&self, key: &str) -> Version {
+    /// How to write a value loaded from now: conditionally on the key's version now, or
+    /// not at all when the store fails to tell it.
+    async fn version_of(&self, key: &str) -> WriteAs {
         match self.get_versioned(key).await {
-            Ok((_, version)) => version,
+            Ok((_, version)) => WriteAs::IfVersion(version),
             Err(e) => {
                 self.stats.store_error("get", key, &e);
-                Version::UNKNOWN
+                WriteAs::after(&e)
             }
         }
     }
@@ -181,7 +204,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                             self.held_here.insert(key);
                             Lead::Load {
                                 token: Some(token),
-                                version: Some(version),
+                                write: WriteAs::IfVersion(version),
                             }
                         }
                         Err(e) => {
@@ -189,7 +212,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                             self.held_here.insert(key);
                             Lead::Load {
                                 token: Some(token),
-                                version: None,
+                                write: WriteAs::after(&e),
                             }
                         }
                     };
@@ -199,7 +222,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                     // timer to wait with: load.
                     return Lead::Load {
                         token: None,
-                        version: Some(self.version_of(key).await),
+                        write: self.version_of(key).await,
                     };
                 }
                 Ok(None) => {}
@@ -209,7 +232,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                     self.stats.store_error("try_lock", key, &e);
                     return Lead::Load {
                         token: None,
-                        version: None,
+                        write: WriteAs::Not,
                     };
                 }
             }
@@ -220,7 +243,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                 incr(&self.stats.fleet_wait_timeouts);
                 return Lead::Load {
                     token: None,
-                    version: Some(self.version_of(key).await),
+                    write: self.version_of(key).await,
                 };
             }
             let pause = (started.elapsed() / 4).clamp(FIRST_POLL, LONGEST_POLL);
@@ -239,7 +262,7 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
                     self.stats.store_error("get", key, &e);
                     return Lead::Load {
                         token: None,
-                        version: None,
+                        write: WriteAs::after(&e),
                     };
                 }
             }

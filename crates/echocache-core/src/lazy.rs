@@ -14,7 +14,7 @@ pub use builder::{
 };
 
 use crate::core::Core;
-use crate::fleet::{Accept, Fleet};
+use crate::fleet::{Accept, Fleet, WriteAs};
 use crate::stats::incr;
 use crate::{Entry, Error, Stats, Store, StoreError};
 use scheduler::{Job, PendingMark, Scheduled, Scheduler};
@@ -398,16 +398,16 @@ async fn refresh<V, S, F, Fut, E>(
     // Another process may have refreshed the key while this one waited in the queue.
     let epoch = core.flights.epoch();
     let accept = Accept::FresherThan(refresh_after);
-    let version = match core.get_versioned(key).await {
+    let write = match core.get_versioned(key).await {
         Ok((Some(entry), _)) if core.accepts(accept, &entry) => None,
-        Ok((_, version)) => Some(version),
+        Ok((_, version)) => Some(WriteAs::IfVersion(version)),
         Err(e) => {
             core.stats.store_error("get", key, &e);
-            Some(crate::Version::UNKNOWN)
+            Some(WriteAs::after(&e))
         }
     };
-    if let Some(version) = version {
-        let load = core.load(key, epoch, loader, accept, Fleet::Held(version));
+    if let Some(write) = write {
+        let load = core.load(key, epoch, loader, accept, Fleet::Held(write));
         let outcome = tokio::select! {
             outcome = load => outcome,
             never = core.keep_lock(key, &token) => match never {},

@@ -193,3 +193,42 @@ async fn a_release_that_fails_is_tried_again_until_the_store_answers() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!store.is_locked("k"), "given back without user action");
 }
+
+#[tokio::test]
+async fn a_load_whose_version_could_not_be_read_never_writes_over_another_process() {
+    // Process B's miss found the store failing (no lock, no version) and loads "old".
+    // Meanwhile the store comes back and process A writes "new". B's value answers B's
+    // fetch but is not written: a plain write would land over A's newer one (found by the
+    // chaos run through a tiered store, whose cache B is never invalidated directly).
+    let store = TestStore::<String>::new();
+    let a = cache(&store);
+    let b = EchoCache::builder(store.clone())
+        .no_circuit_breaker()
+        .build()
+        .unwrap();
+    store.set_failing(true);
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let load = tokio::spawn({
+        let b = b.clone();
+        async move {
+            b.fetch("k", move || async move {
+                let _ = started_tx.send(());
+                let _ = released.await;
+                Ok::<_, std::io::Error>("old".to_owned())
+            })
+            .await
+        }
+    });
+    started.await.unwrap();
+    store.set_failing(false);
+    a.insert("k", "new".to_owned()).await.unwrap();
+    release.send(()).unwrap();
+    assert_eq!(
+        load.await.unwrap().unwrap(),
+        "old",
+        "B's fetch gets its load"
+    );
+    assert_eq!(store.peek("k").unwrap().value, "new", "A's write stands");
+    assert_eq!(b.get("k").await.unwrap().as_deref(), Some("new"));
+}

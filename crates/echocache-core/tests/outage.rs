@@ -51,8 +51,8 @@ async fn a_stalled_store_costs_two_store_timeouts_then_nothing() {
     assert_eq!(stats.store_errors, 2, "timeouts are store errors too");
     assert_eq!(stats.circuit_opens, 1);
     assert_eq!(
-        stats.store_calls_skipped, 61,
-        "the first fetch's set, then get, lock and set of twenty"
+        stats.store_calls_skipped, 40,
+        "the get and lock of twenty more (no write without a version)"
     );
     assert_eq!(stats.loads, 21);
     assert_eq!(
@@ -210,10 +210,10 @@ async fn without_a_breaker_every_call_is_still_bounded() {
     }
     assert_eq!(
         started.elapsed(),
-        Duration::from_millis(750),
-        "get, lock and set: 50 ms each"
+        Duration::from_millis(500),
+        "get and lock: 50 ms each (no write: the key's version could not be read)"
     );
-    assert_eq!(cache.stats().store_timeouts, 15);
+    assert_eq!(cache.stats().store_timeouts, 10);
     assert_eq!(cache.stats().store_calls_skipped, 0);
 }
 

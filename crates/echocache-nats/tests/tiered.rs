@@ -9,18 +9,51 @@ use std::time::Duration;
 use echocache_core::{L1Entry, TieredStore};
 use echocache_memory::LruStore;
 use echocache_nats::{NatsBackplane, NatsStore};
+use echocache_testkit::fleet::{self, CacheKind};
 use echocache_testkit::{OwnServer, tiered};
 
 type Tiered = TieredStore<String, LruStore<L1Entry<String>>, NatsStore<String>, NatsBackplane>;
 
 async fn tiered_store(url: &str) -> Tiered {
-    let l2 = NatsStore::connect(url, "cache", "tiered")
+    tiered_under(url, "tiered").await
+}
+
+/// A tiered store under `prefix`, on clients of its own (another "process"), once its
+/// backplane has subscribed.
+async fn tiered_under(url: &str, prefix: &str) -> Tiered {
+    let l2 = NatsStore::connect(url, "cache", prefix)
         .await
         .expect("store");
-    let backplane = NatsBackplane::connect(url, "cache", "tiered")
+    let backplane = NatsBackplane::connect(url, "cache", prefix)
         .await
         .expect("backplane");
-    TieredStore::new(LruStore::new(1_000).unwrap(), l2, backplane)
+    let store = TieredStore::new(LruStore::new(1_000).unwrap(), l2, backplane);
+    echocache_testkit::eventually("the backplane subscribes", Duration::from_secs(5), || {
+        let serving = store.is_l1_serving();
+        async move { serving.then_some(()) }
+    })
+    .await;
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: cargo xtask test"]
+async fn the_fleet_guarantees_hold_through_tiered_stores() {
+    // Issue 15 through the tiered store: ordered writes, the fleet-wide single-flight.
+    let server = OwnServer::nats();
+    let url = server.url();
+    for kind in CacheKind::ALL {
+        fleet::a_load_never_lands_over_another_process_write(kind, |p| tiered_under(&url, p), 50)
+            .await;
+        fleet::a_cold_key_is_loaded_once_across_processes(
+            kind,
+            |p| tiered_under(&url, p),
+            3,
+            10,
+            50,
+        )
+        .await;
+    }
 }
 
 /// The L1 TTL of the run through a restart: what bounds a stale L1 copy while the

@@ -1,17 +1,22 @@
-//! The caches under load (`EchoCache` and `LazyEchoCache` on Redis and on NATS, and on
-//! each server a second `EchoCache` on a client of its own sharing the first one's prefix:
-//! another "process" of the same fleet), the value they hold, and the clients they use.
+//! The caches under load (`EchoCache` and `LazyEchoCache` on Redis and on NATS; on each
+//! server a second `EchoCache` on a client of its own sharing the first one's prefix:
+//! another "process" of the same fleet; and on each server two `EchoCache`s over tiered
+//! stores, an L1 each and a backplane between them, two more "processes"), the value they
+//! hold, and the clients they use.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use echocache_core::{EchoCache, Error, LazyEchoCache, Stats, Store, StoreError};
-use echocache_nats::NatsStore;
-use echocache_redis::RedisStore;
+use echocache_core::{
+    EchoCache, Error, L1Entry, LazyEchoCache, Stats, Store, StoreError, TieredStore,
+};
+use echocache_memory::LruStore;
+use echocache_nats::{NatsBackplane, NatsStore};
 use echocache_redis::fred::prelude::{
     Builder, Client as RedisClient, ClientLike, Config, ReconnectPolicy,
 };
+use echocache_redis::{RedisBackplane, RedisStore};
 use serde::{Deserialize, Serialize};
 
 /// fred's `default_command_timeout`, as the echocache-redis docs recommended for clients of
@@ -66,17 +71,17 @@ impl Backend {
         }
     }
 
-    /// Every cache on its server: the two of [`caches`](Self::caches) and the
-    /// second-process EchoCache.
-    pub(crate) fn all_caches(self) -> [usize; 3] {
+    /// Every cache on its server: the two of [`caches`](Self::caches), the
+    /// second-process EchoCache and the two tiered ones.
+    pub(crate) fn all_caches(self) -> [usize; 5] {
         match self {
-            Backend::Redis => [0, 1, 4],
-            Backend::Nats => [2, 3, 5],
+            Backend::Redis => [0, 1, 4, 6, 7],
+            Backend::Nats => [2, 3, 5, 8, 9],
         }
     }
 }
 
-pub(crate) const CACHES: usize = 6;
+pub(crate) const CACHES: usize = 10;
 pub(crate) const NAMES: [&str; CACHES] = [
     "redis/EchoCache",
     "redis/LazyEchoCache",
@@ -84,19 +89,50 @@ pub(crate) const NAMES: [&str; CACHES] = [
     "nats/LazyEchoCache",
     "redis/EchoCache, 2nd process",
     "nats/EchoCache, 2nd process",
+    "redis/tiered EchoCache A",
+    "redis/tiered EchoCache B",
+    "nats/tiered EchoCache A",
+    "nats/tiered EchoCache B",
 ];
 
 /// The caches that share cache `c`'s entries (its store and prefix), `c` included: a
-/// backend's two EchoCaches, on clients of their own (two "processes" of one fleet); each
-/// lazy cache alone.
+/// backend's two EchoCaches, on clients of their own (two "processes" of one fleet); its
+/// two tiered EchoCaches; each lazy cache alone.
 pub(crate) fn sharing_store(c: usize) -> &'static [usize] {
     match c {
         0 | 4 => &[0, 4],
         2 | 5 => &[2, 5],
+        6 | 7 => &[6, 7],
+        8 | 9 => &[8, 9],
         1 => &[1],
         _ => &[3],
     }
 }
+
+/// The L1 TTL of the tiered caches: what bounds a stale L1 copy while a backplane is
+/// down or an announcement was lost.
+pub(crate) const L1_TTL: Duration = Duration::from_secs(2);
+/// How long after another process's invalidation returned a tiered cache may still serve
+/// the older value while its server is healthy: the backplane's delay (p99 ≈1–3 ms on
+/// loopback, docs/ARCHITECTURE.md) with room for a loaded machine.
+pub(crate) const PROPAGATION_BOUND: Duration = Duration::from_millis(250);
+
+/// Whether cache `c` is never invalidated directly: the B tiered caches learn of the
+/// invalidations made through A from their backplane.
+pub(crate) fn told_by_backplane(c: usize) -> bool {
+    matches!(c, 7 | 9)
+}
+
+/// Whether cache `c` reads through a tiered store (an invalidation made by another
+/// process reaches it through the backplane, within a bound).
+pub(crate) fn is_tiered(c: usize) -> bool {
+    matches!(c, 6..=9)
+}
+
+/// The tiered caches' L1.
+pub(crate) type L1 = LruStore<L1Entry<Versioned>>;
+pub(crate) type RedisTiered = TieredStore<Versioned, L1, RedisStore<Versioned>, RedisBackplane>;
+pub(crate) type NatsTiered = TieredStore<Versioned, L1, NatsStore<Versioned>, NatsBackplane>;
 
 /// The caches under load, in the order of [`NAMES`].
 pub(crate) enum Cache {
@@ -104,6 +140,8 @@ pub(crate) enum Cache {
     RedisLazy(LazyEchoCache<Versioned, RedisStore<Versioned>>),
     NatsEcho(EchoCache<Versioned, NatsStore<Versioned>>),
     NatsLazy(LazyEchoCache<Versioned, NatsStore<Versioned>>),
+    RedisTiered(EchoCache<Versioned, RedisTiered>),
+    NatsTiered(EchoCache<Versioned, NatsTiered>),
 }
 
 /// Runs `$body` with `$c` bound to whichever cache `$cache` is.
@@ -114,6 +152,8 @@ macro_rules! each {
             Cache::RedisLazy($c) => $body,
             Cache::NatsEcho($c) => $body,
             Cache::NatsLazy($c) => $body,
+            Cache::RedisTiered($c) => $body,
+            Cache::NatsTiered($c) => $body,
         }
     };
 }
@@ -143,6 +183,15 @@ impl Cache {
     /// the server answers the client again.
     pub(crate) async fn probe(&self, key: &str) -> Result<(), StoreError> {
         each!(self, c => c.store().get(key).await.map(drop))
+    }
+
+    /// For a tiered cache, whether its L1 serves (its backplane is connected).
+    pub(crate) fn l1_serving(&self) -> Option<bool> {
+        match self {
+            Cache::RedisTiered(c) => Some(c.store().is_l1_serving()),
+            Cache::NatsTiered(c) => Some(c.store().is_l1_serving()),
+            _ => None,
+        }
     }
 
     pub(crate) fn stats(&self) -> Stats {

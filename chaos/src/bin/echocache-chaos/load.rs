@@ -10,7 +10,10 @@ use echocache_chaos::{Latencies, Rng};
 use echocache_core::{Error, StoreError};
 
 use crate::REFRESH_AFTER;
-use crate::caches::{CACHES, Cache, LoadFailed, LoadFuture, Versioned, sharing_store};
+use crate::caches::{
+    CACHES, Cache, L1_TTL, LoadFailed, LoadFuture, PROPAGATION_BOUND, Versioned, is_tiered,
+    sharing_store, told_by_backplane,
+};
 use crate::outages::{Phase, Phases, phase_of};
 
 /// Every operation of the load is abandoned (and counted) after this: a call that takes
@@ -360,15 +363,29 @@ pub(crate) async fn load_task(
         let c = rng.below(CACHES as u64) as usize;
         let cache = &caches[c];
         // The highest version invalidated in any cache sharing this one's store (any
-        // process of its fleet): no older value may be served after that returned.
+        // process of its fleet): no older value may be served after that returned. A
+        // tiered cache hears of another process's invalidation through its backplane:
+        // within PROPAGATION_BOUND while its server is healthy, within its L1 TTL
+        // otherwise.
+        let now_ms = shared.ms_since_start();
+        let bound_ms = if !is_tiered(c) {
+            0
+        } else if shared.phases[c].read().1 == Phase::Healthy {
+            PROPAGATION_BOUND.as_millis() as u64
+        } else {
+            (L1_TTL + PROPAGATION_BOUND).as_millis() as u64
+        };
         let (floor, floor_at_ms) = sharing_store(c)
             .iter()
             .map(|&s| {
                 (
                     shared.floors[s][key].load(Ordering::SeqCst),
                     shared.floors_at[s][key].load(Ordering::SeqCst),
+                    s,
                 )
             })
+            .filter(|&(_, at, s)| s == c || at.saturating_add(bound_ms) <= now_ms)
+            .map(|(floor, at, _)| (floor, at))
             .max()
             .unwrap_or_default();
         let started = Instant::now();
@@ -458,6 +475,9 @@ async fn bump(shared: &Shared, caches: &[Cache], tallies: &mut [Tally], key: usi
         .or_default()
         .push(shared.us_since_start());
     for (c, cache) in caches.iter().enumerate() {
+        if told_by_backplane(c) {
+            continue;
+        }
         let t = &mut tallies[c];
         t.invalidates += 1;
         let started = Instant::now();

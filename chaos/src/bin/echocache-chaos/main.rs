@@ -1,7 +1,11 @@
 //! `echocache-chaos`: a bounded load on `EchoCache` and `LazyEchoCache` over Redis and over
-//! NATS, and on each server a second `EchoCache` on a client of its own sharing the first
-//! one's prefix (two "processes" of one fleet): six caches, checking every value they give
-//! back, while the servers are killed and restarted, or stalled and resumed.
+//! NATS, on each server a second `EchoCache` on a client of its own sharing the first
+//! one's prefix (two "processes" of one fleet), and on each server two `EchoCache`s over
+//! tiered stores (an L1 each, a backplane between them): ten caches, checking every value
+//! they give back, while the servers are killed and restarted, or stalled and resumed.
+//! The second tiered cache is never invalidated directly: it must hear of the first's
+//! invalidations through the backplane, within 250 ms while its server is healthy and
+//! within its L1 TTL (2 s) otherwise.
 //!
 //! ```text
 //! echocache-chaos --redis URL --nats URL [--seconds 60] [--tasks 64] [--keys 1000]
@@ -48,10 +52,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use echocache_chaos::{Args, count_panics, is_loopback_url, seed, write_report};
-use echocache_core::{EchoCache, LazyEchoCache, Stats, Store};
-use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
-use echocache_redis::RedisStore;
+use echocache_core::{EchoCache, LazyEchoCache, Stats, Store, TieredStore};
+use echocache_memory::LruStore;
+use echocache_nats::{BucketOptions, NatsBackplane, NatsStore, open_or_create_bucket};
 use echocache_redis::fred::prelude::{Client as RedisClient, ClientLike};
+use echocache_redis::{RedisBackplane, RedisStore};
 
 use caches::{CACHES, Cache, NAMES, Versioned, nats_context, redis_client};
 use load::{OP_BOUND, Shared, Tally, fleet_check, load_task, lock};
@@ -177,6 +182,46 @@ fn lazy<S: Store<Versioned>>(store: S) -> Result<LazyEchoCache<Versioned, S>, St
         .map_err(|e| e.to_string())
 }
 
+/// A tiered store of its own "process" over Redis: an L1, `client` for L2, a backplane
+/// on clients of its own; prefix `{run_id}:tiered`.
+async fn redis_tiered(
+    settings: &Settings,
+    client: &RedisClient,
+    run_id: &str,
+) -> Result<caches::RedisTiered, String> {
+    let prefix = format!("{run_id}:tiered");
+    let l2 = RedisStore::<Versioned>::new(client, &prefix, ENTRY_TTL).map_err(|e| e.to_string())?;
+    let backplane = RedisBackplane::connect(&settings.redis, &prefix)
+        .await
+        .map_err(|e| format!("Redis backplane: {e}"))?;
+    tiered(l2, backplane)
+}
+
+/// A tiered store of its own "process" over NATS: an L1, `kv` for L2, a backplane on a
+/// client of its own; prefix `tiered`.
+async fn nats_tiered(
+    settings: &Settings,
+    kv: &async_nats::jetstream::kv::Store,
+    bucket: &str,
+) -> Result<caches::NatsTiered, String> {
+    let l2 = NatsStore::<Versioned>::new(kv.clone(), "tiered")
+        .and_then(|s| s.ttl(ENTRY_TTL))
+        .map_err(|e| e.to_string())?;
+    let backplane = NatsBackplane::connect(&settings.nats, bucket, "tiered")
+        .await
+        .map_err(|e| format!("NATS backplane: {e}"))?;
+    tiered(l2, backplane)
+}
+
+/// A tiered store with an `LruStore` L1 of [`caches::L1_TTL`].
+fn tiered<L2: Store<Versioned>, B: echocache_core::Backplane>(
+    l2: L2,
+    backplane: B,
+) -> Result<TieredStore<Versioned, caches::L1, L2, B>, String> {
+    let l1 = LruStore::new(100_000).map_err(|e| e.to_string())?;
+    Ok(TieredStore::new(l1, l2, backplane).l1_ttl(caches::L1_TTL))
+}
+
 /// Sets up, runs the load, waits (bounded) for the recoveries, reports. `Ok(passed)`.
 async fn run(settings: &Settings, panics: &'static AtomicU64) -> Result<bool, String> {
     let run_id = format!("echocache-chaos-{:08x}", seed() as u32);
@@ -226,12 +271,20 @@ async fn run(settings: &Settings, panics: &'static AtomicU64) -> Result<bool, St
         Cache::NatsLazy(lazy(nats_store(&kv, "lazy")?)?),
         Cache::RedisEcho(echo(redis_store(&redis2, "echo")?)?),
         Cache::NatsEcho(echo(nats_store(&kv2, "echo")?)?),
+        Cache::RedisTiered(echo(redis_tiered(settings, &redis, &run_id).await?)?),
+        Cache::RedisTiered(echo(redis_tiered(settings, &redis2, &run_id).await?)?),
+        Cache::NatsTiered(echo(nats_tiered(settings, &kv, &bucket).await?)?),
+        Cache::NatsTiered(echo(nats_tiered(settings, &kv2, &bucket).await?)?),
     ]);
     let first_gets = [
         (0, "Redis"),
         (2, "NATS"),
         (4, "Redis (2nd client)"),
         (5, "NATS (2nd client)"),
+        (6, "Redis (tiered A)"),
+        (7, "Redis (tiered B)"),
+        (8, "NATS (tiered A)"),
+        (9, "NATS (tiered B)"),
     ];
     for (i, name) in first_gets {
         match tokio::time::timeout(PROBE_BOUND * 5, caches[i].probe("chaos-probe")).await {
@@ -239,6 +292,14 @@ async fn run(settings: &Settings, panics: &'static AtomicU64) -> Result<bool, St
             Ok(Err(e)) => return Err(format!("{name} does not answer a first get: {e:?}")),
             Err(_) => return Err(format!("{name} does not answer a first get within 5 s")),
         }
+    }
+    // The tiered caches' backplanes subscribe before the load starts (bounded).
+    let subscribed = Instant::now() + Duration::from_secs(10);
+    while caches.iter().any(|c| c.l1_serving() == Some(false)) {
+        if Instant::now() > subscribed {
+            return Err("a tiered cache's backplane did not subscribe within 10 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     let events = Arc::new(Mutex::new(Vec::<Event>::new()));

@@ -239,6 +239,9 @@ pub(crate) struct Outage {
     /// For each of the backend's caches (EchoCache, LazyEchoCache): the first read through
     /// the cache that succeeded after `end` (the cache uses its store again).
     pub(crate) caches_back: [Option<Instant>; 2],
+    /// For every cache on this server (by index; `None` for the others'): the first read
+    /// through it that succeeded after `end`.
+    pub(crate) each_back: [Option<Instant>; CACHES],
     /// Reads straight from the store that failed between the fault and `server_back`.
     pub(crate) failed_probes: usize,
 }
@@ -248,6 +251,17 @@ impl Outage {
     pub(crate) fn recovered(&self) -> Option<Instant> {
         let [a, b] = self.caches_back;
         Some(self.server_back?.max(a?).max(b?))
+    }
+
+    /// When cache `c` used its store again after this fault: for a cache on this server,
+    /// its own first good read (a tiered cache's guard recovers on its own); for the
+    /// others, [`recovered`](Self::recovered).
+    pub(crate) fn recovered_for(&self, c: usize) -> Option<Instant> {
+        if self.backend.all_caches().contains(&c) {
+            Some(self.server_back?.max(self.each_back[c]?))
+        } else {
+            self.recovered()
+        }
     }
 
     /// From the restart or SIGCONT to [`recovered`](Self::recovered).
@@ -273,6 +287,7 @@ pub(crate) fn outages(events: &[Event], logs: &[ProbeLog]) -> Vec<Outage> {
                 end: None,
                 server_back: None,
                 caches_back: [None; 2],
+                each_back: [None; CACHES],
                 failed_probes: 0,
             });
         } else if let Some(o) = out
@@ -298,6 +313,9 @@ pub(crate) fn outages(events: &[Event], logs: &[ProbeLog]) -> Vec<Outage> {
                 first_ok_after(echo, end, |p| p.cache),
                 first_ok_after(lazy, end, |p| p.cache),
             ];
+            for c in o.backend.all_caches() {
+                o.each_back[c] = first_ok_after(c, end, |p| p.cache);
+            }
         }
         let until = o.server_back.unwrap_or_else(Instant::now);
         o.failed_probes = lock(&logs[echo])

@@ -51,6 +51,8 @@ struct LoaderFigures {
     /// any.
     healthy_max_excess: u32,
     healthy_excess_windows: usize,
+    /// The first few of them: (window, key, calls, allowed).
+    excess_examples: Vec<(u32, u32, u32, u32)>,
 }
 
 impl Report<'_> {
@@ -149,14 +151,19 @@ impl Report<'_> {
         out.push_str("# echocache chaos run\n\n");
         let _ = write!(
             out,
-            "{} s of load ({:.1} s measured), {} tasks over {} keys, 6 caches \
-             (EchoCache and LazyEchoCache on Redis and on NATS, and on each server a second \
+            "{} s of load ({:.1} s measured), {} tasks over {} keys, 10 caches \
+             (EchoCache and LazyEchoCache on Redis and on NATS; on each server a second \
              EchoCache on a client of its own sharing the first one's prefix: two processes \
-             of one fleet); faults: ",
+             of one fleet; and on each server two EchoCaches over tiered stores, L1 TTL {} s, \
+             whose second is never invalidated directly but hears of the first's \
+             invalidations through the backplane, checked against them {} ms after they \
+             returned, or after the L1 TTL while its server is not healthy); faults: ",
             s.seconds,
             self.elapsed.as_secs_f64(),
             s.tasks,
             s.keys,
+            crate::caches::L1_TTL.as_secs(),
+            crate::caches::PROPAGATION_BOUND.as_millis(),
         );
         for kind in [FaultKind::Kill, FaultKind::Stall] {
             let _ = write!(
@@ -372,6 +379,20 @@ impl Report<'_> {
                     .push(took);
             }
         }
+        out.push_str(
+            "\nThe other caches of each server, from the restart or SIGCONT to their first \
+             `get` that reached the store (each has its own circuit breaker):\n\n",
+        );
+        for (i, o) in self.outages.iter().enumerate() {
+            let others: Vec<String> = o
+                .backend
+                .all_caches()
+                .into_iter()
+                .filter(|c| !o.backend.caches().contains(c))
+                .map(|c| format!("{} {}", NAMES[c], after(o.end, o.each_back[c])))
+                .collect();
+            let _ = writeln!(out, "- #{}: {}", i + 1, others.join(", "));
+        }
         out.push('\n');
         for ((backend, kind), took) in &recoveries {
             let max = took.iter().max().copied().unwrap_or_default();
@@ -445,7 +466,7 @@ impl Report<'_> {
             .map(|o| {
                 (
                     window(o.start),
-                    window(o.recovered().unwrap_or_else(Instant::now)),
+                    window(o.recovered_for(c).unwrap_or_else(Instant::now)),
                 )
             })
             .collect();
@@ -470,6 +491,9 @@ impl Report<'_> {
                 f.healthy_max_excess = f.healthy_max_excess.max(excess);
                 if excess > 0 {
                     f.healthy_excess_windows += 1;
+                    if f.excess_examples.len() < 5 {
+                        f.excess_examples.push((window, key, calls, allowed));
+                    }
                 }
             }
         }
@@ -484,7 +508,7 @@ impl Report<'_> {
         out.push_str(
             "Counted per cache, key and 1 s window (the lazy caches' refresh_after), over the \
              key-windows with at least one call. \"Beyond what invalidations explain\": calls in a \
-             window outside outages (fault to recovery) beyond one load, plus two per \
+             window outside outages (fault to that cache's recovery) beyond one load, plus two per \
              invalidation of that key in that window (the load it superseded may be redone), \
              plus one per invalidation in the previous window; any fails the run.\n\n\
              | cache | loader calls | key-windows | max | mean | max outside outages | \
@@ -504,6 +528,16 @@ impl Report<'_> {
                 f.healthy_max_excess,
                 f.healthy_excess_windows
             );
+        }
+        for (c, name) in NAMES.iter().enumerate() {
+            for (window, key, calls, allowed) in self.loader_figures(c).excess_examples {
+                let _ = writeln!(
+                    out,
+                    "\n- {name}: key {key}, window {window} (from {} s): {calls} calls, {allowed} \
+                     explained",
+                    u64::from(window) * REFRESH_AFTER.as_secs()
+                );
+            }
         }
         out.push_str(
             "\nWhile a store is down or stalled every fetch fails open to the loader \
