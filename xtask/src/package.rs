@@ -60,32 +60,22 @@ pub(crate) fn run() -> Result<(), String> {
     std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))
         .map_err(|e| format!("Cargo.lock: {e}"))?;
     let manifest_path = dir.join("Cargo.toml").to_string_lossy().into_owned();
-    crate::cargo(
-        &[
-            "test",
-            "--manifest-path",
-            &manifest_path,
-            "--workspace",
-            "--all-features",
-            "--all-targets",
-            "--target-dir",
-            &target_arg,
-        ],
-        &[],
-    )?;
-    crate::cargo(
-        &[
-            "test",
-            "--manifest-path",
-            &manifest_path,
-            "--workspace",
-            "--all-features",
-            "--doc",
-            "--target-dir",
-            &target_arg,
-        ],
-        &[],
-    )?;
+    // Every target, then the doc tests (`--all-targets` leaves them out).
+    for targets in ["--all-targets", "--doc"] {
+        crate::cargo(
+            &[
+                "test",
+                "--manifest-path",
+                &manifest_path,
+                "--workspace",
+                "--all-features",
+                targets,
+                "--target-dir",
+                &target_arg,
+            ],
+            &[],
+        )?;
+    }
     eprintln!(
         "xtask: package: {} crates packed, unpacked and tested from their packaged sources: {}",
         members.len(),

@@ -178,15 +178,7 @@ impl StoreGuard {
                 }
             },
         };
-        #[cfg(feature = "metrics")]
-        let started = counters.timings.as_ref().map(|_| std::time::Instant::now());
-        let result = self.bounded(call).await;
-        #[cfg(feature = "metrics")]
-        if let (Some(timings), Some(started)) = (&counters.timings, started) {
-            timings.store_call(op, started);
-        }
-        #[cfg(not(feature = "metrics"))]
-        let _ = op;
+        let result = self.timed(counters, op, call).await;
         if let Err(e) = &result
             && e.is_timeout()
         {
@@ -212,15 +204,7 @@ impl StoreGuard {
         op: StoreOp,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        #[cfg(feature = "metrics")]
-        let started = counters.timings.as_ref().map(|_| std::time::Instant::now());
-        let result = self.bounded(call).await;
-        #[cfg(feature = "metrics")]
-        if let (Some(timings), Some(started)) = (&counters.timings, started) {
-            timings.store_call(op, started);
-        }
-        #[cfg(not(feature = "metrics"))]
-        let _ = op;
+        let result = self.timed(counters, op, call).await;
         match &result {
             Err(e) if e.is_timeout() => incr(&counters.store_timeouts),
             Err(_) => {}
@@ -230,6 +214,25 @@ impl StoreGuard {
                 }
             }
         }
+        result
+    }
+
+    /// The call, bounded, and timed with the `metrics` feature when the cache is named.
+    async fn timed<T>(
+        &self,
+        counters: &Counters,
+        op: StoreOp,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        #[cfg(feature = "metrics")]
+        let started = counters.timings.as_ref().map(|_| std::time::Instant::now());
+        let result = self.bounded(call).await;
+        #[cfg(feature = "metrics")]
+        if let (Some(timings), Some(started)) = (&counters.timings, started) {
+            timings.store_call(op, started);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (counters, op);
         result
     }
 

@@ -8,6 +8,15 @@ use std::time::SystemTime;
 use echocache_core::test_util::TestStore;
 use echocache_core::{EchoCache, LazyEchoCache};
 
+/// Asserts that `key`'s entry in `store` was stamped no earlier than `began`.
+fn stamped_after(store: &TestStore<u32>, key: &str, began: SystemTime, what: &str) {
+    let written_at = store.peek(key).expect("stored").written_at;
+    assert!(
+        written_at >= began,
+        "{what} {key}: stamped {written_at:?} < began {began:?}"
+    );
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_loaded_or_inserted_entry_is_stamped_no_earlier_than_its_call_began() {
     let store = TestStore::<u32>::new();
@@ -15,23 +24,13 @@ async fn a_loaded_or_inserted_entry_is_stamped_no_earlier_than_its_call_began() 
     for i in 0..200 {
         let key = format!("k{i}");
         let began = SystemTime::now();
-        cache
-            .fetch(&key, move || async move { Ok::<_, std::io::Error>(i) })
-            .await
-            .unwrap();
-        let written_at = store.peek(&key).expect("stored").written_at;
-        assert!(
-            written_at >= began,
-            "fetch {i}: stamped {written_at:?} < began {began:?}"
-        );
+        let load = move || async move { Ok::<_, std::io::Error>(i) };
+        cache.fetch(&key, load).await.unwrap();
+        stamped_after(&store, &key, began, "fetch");
 
         let began = SystemTime::now();
         cache.insert(&key, i + 1).await.unwrap();
-        let written_at = store.peek(&key).expect("stored").written_at;
-        assert!(
-            written_at >= began,
-            "insert {i}: stamped {written_at:?} < began {began:?}"
-        );
+        stamped_after(&store, &key, began, "insert");
     }
 }
 
@@ -42,15 +41,9 @@ async fn the_lazy_cache_stamps_precisely_too() {
     for i in 0..200 {
         let key = format!("k{i}");
         let began = SystemTime::now();
-        cache
-            .fetch(&key, move || async move { Ok::<_, std::io::Error>(i) })
-            .await
-            .unwrap();
-        let written_at = store.peek(&key).expect("stored").written_at;
-        assert!(
-            written_at >= began,
-            "fetch {i}: stamped {written_at:?} < began {began:?}"
-        );
+        let load = move || async move { Ok::<_, std::io::Error>(i) };
+        cache.fetch(&key, load).await.unwrap();
+        stamped_after(&store, &key, began, "lazy fetch");
     }
     cache.shutdown().await;
 }

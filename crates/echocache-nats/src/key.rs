@@ -328,18 +328,7 @@ mod tests {
     #[test]
     fn brute_force_finds_no_collision_between_stores() {
         const PARTS: [&str; 5] = ["a", "v", "l", ".", "lock"];
-        let strings = |max: usize| {
-            let mut all = vec![String::new()];
-            let mut last = vec![String::new()];
-            for _ in 0..max {
-                last = last
-                    .iter()
-                    .flat_map(|s| PARTS.iter().map(move |p| format!("{s}{p}")))
-                    .collect();
-                all.extend(last.iter().cloned());
-            }
-            all
-        };
+        let strings = |max| echocache_testkit::concatenations(&PARTS, max);
         let prefixes = strings(4);
         let mut keys = strings(3);
         keys.extend(["a", "lock:a", "x"].map(md5_hex));

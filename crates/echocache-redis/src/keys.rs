@@ -311,18 +311,7 @@ mod tests {
     fn brute_force_finds_no_collision_between_isolated_prefixes() {
         use std::collections::HashMap;
         const PARTS: [&str; 6] = ["a", "v", "l", ":", "lock", "b"];
-        let strings = |max: usize| {
-            let mut all = vec![String::new()];
-            let mut last = vec![String::new()];
-            for _ in 0..max {
-                last = last
-                    .iter()
-                    .flat_map(|s| PARTS.iter().map(move |p| format!("{s}{p}")))
-                    .collect();
-                all.extend(last.iter().cloned());
-            }
-            all
-        };
+        let strings = |max| echocache_testkit::concatenations(&PARTS, max);
         let (prefixes, keys) = (strings(3), strings(3));
         let mut stores = Vec::new();
         for prefix in &prefixes {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use echocache_core::{L1Entry, TieredStore};
 use echocache_memory::LruStore;
 use echocache_redis::{RedisBackplane, RedisStore};
-use echocache_testkit::fleet::{self, CacheKind};
 use echocache_testkit::{OwnServer, tiered};
 
 type Tiered = TieredStore<String, LruStore<L1Entry<String>>, RedisStore<String>, RedisBackplane>;
@@ -31,13 +30,12 @@ async fn tiered_under(url: &str, prefix: &str) -> Tiered {
     let backplane = RedisBackplane::connect(url, prefix)
         .await
         .expect("backplane");
-    let store = TieredStore::new(LruStore::new(1_000).unwrap(), l2, backplane);
-    echocache_testkit::eventually("the backplane subscribes", Duration::from_secs(5), || {
-        let serving = store.is_l1_serving();
-        async move { serving.then_some(()) }
-    })
-    .await;
-    store
+    tiered::subscribed(TieredStore::new(
+        LruStore::new(1_000).unwrap(),
+        l2,
+        backplane,
+    ))
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,18 +44,7 @@ async fn the_fleet_guarantees_hold_through_tiered_stores() {
     // Issue 15 through the tiered store: ordered writes, the fleet-wide single-flight.
     let server = OwnServer::redis();
     let url = server.url();
-    for kind in CacheKind::ALL {
-        fleet::a_load_never_lands_over_another_process_write(kind, |p| tiered_under(&url, p), 50)
-            .await;
-        fleet::a_cold_key_is_loaded_once_across_processes(
-            kind,
-            |p| tiered_under(&url, p),
-            3,
-            10,
-            50,
-        )
-        .await;
-    }
+    tiered::fleet_guarantees_hold(|p| tiered_under(&url, p)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

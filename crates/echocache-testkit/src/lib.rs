@@ -208,6 +208,21 @@ pub fn nats_server_binary() -> PathBuf {
     on_path.unwrap_or_else(|| Path::new("/usr/sbin/nats-server").to_owned())
 }
 
+/// Every concatenation of at most `max` of `parts`, the empty string included: the
+/// prefixes and keys of the brute-force collision checks.
+pub fn concatenations(parts: &[&str], max: usize) -> Vec<String> {
+    let mut all = vec![String::new()];
+    let mut last = vec![String::new()];
+    for _ in 0..max {
+        last = last
+            .iter()
+            .flat_map(|s| parts.iter().map(move |p| format!("{s}{p}")))
+            .collect();
+        all.extend(last.iter().cloned());
+    }
+    all
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, for at most `bound`; returns the
 /// value and how long it took. A bound on a wait, not a timing assertion.
 ///

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use echocache_core::{EchoCache, Store};
+use echocache_core::{Backplane, EchoCache, Store, TieredStore};
 use tokio::time::Instant;
 
 use crate::{OwnServer, eventually};
@@ -296,6 +296,38 @@ where
         all.violations.extend(part.violations);
     }
     all
+}
+
+/// `store` once its backplane has subscribed and its L1 serves (bounded: 5 s), so that a
+/// test's first write is announced to it.
+///
+/// # Panics
+///
+/// When the backplane did not subscribe within 5 s.
+pub async fn subscribed<V, L1, L2, B: Backplane>(
+    store: TieredStore<V, L1, L2, B>,
+) -> TieredStore<V, L1, L2, B> {
+    eventually("the backplane subscribes", Duration::from_secs(5), || {
+        let serving = store.is_l1_serving();
+        async move { serving.then_some(()) }
+    })
+    .await;
+    store
+}
+
+/// The fleet guarantees (issue 15) through tiered stores, for both cache kinds: a load
+/// never lands over another process's write, a cold key is loaded once across processes.
+/// `store(prefix)` makes a tiered store on clients of its own (another "process").
+pub async fn fleet_guarantees_hold<S, F, Fut>(store: F)
+where
+    S: Store<String>,
+    F: Fn(&'static str) -> Fut,
+    Fut: Future<Output = S>,
+{
+    for kind in crate::fleet::CacheKind::ALL {
+        crate::fleet::a_load_never_lands_over_another_process_write(kind, &store, 50).await;
+        crate::fleet::a_cold_key_is_loaded_once_across_processes(kind, &store, 3, 10, 50).await;
+    }
 }
 
 /// The bound of the coherence runs: far above the backplane's delay on loopback (p99
