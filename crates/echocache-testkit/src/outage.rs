@@ -16,6 +16,18 @@ use crate::{Kind, OwnServer, eventually};
 
 const LOADER_TIME: Duration = Duration::from_millis(10);
 
+/// Returns once a read straight from `store` gets no answer within 100 ms (a stalled
+/// server); bounded: 10 s.
+async fn until_unanswered<S: Store<String>>(store: &S) {
+    for _ in 0..100 {
+        let read = tokio::time::timeout(Duration::from_millis(100), store.get("stall-probe"));
+        if read.await.is_err() {
+            return;
+        }
+    }
+    panic!("the server still answers 10 s after SIGSTOP");
+}
+
 async fn slow_value(v: String) -> Result<String, std::io::Error> {
     tokio::time::sleep(LOADER_TIME).await;
     Ok(v)
@@ -146,6 +158,10 @@ pub async fn a_refresh_and_shutdown_are_bounded_while_the_store_stalls<S, F, Fut
     started_rx.await.expect("the refresh's loader runs");
 
     server.stall();
+    // SIGSTOP takes effect when the kernel delivers it: on a loaded machine a request sent
+    // right after `kill -STOP` returned was still answered (a CI run saw the refresh's
+    // write succeed). The gate opens once the server no longer answers.
+    until_unanswered(cache.store()).await;
     let shutdown = tokio::spawn({
         let cache = cache.clone();
         async move {
