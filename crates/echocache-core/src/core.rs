@@ -423,12 +423,10 @@ impl<V: Clone + Send + Sync + 'static, S: Store<V>> Core<V, S> {
         let mut stored = false;
         if !matches!(write, WriteAs::Not) && leader.begin_write() {
             let entry = Entry::new(value, written_at);
-            let written = match &write {
-                WriteAs::IfVersion(version) => {
-                    self.set_if_version(leader.key(), &entry, version).await
-                }
-                WriteAs::Plain => self.set(leader.key(), &entry).await.map(|()| true),
-                WriteAs::Not => Ok(false),
+            let written = if let WriteAs::IfVersion(version) = &write {
+                self.set_if_version(leader.key(), &entry, version).await
+            } else {
+                self.set(leader.key(), &entry).await.map(|()| true)
             };
             match written {
                 Ok(true) => stored = true,
