@@ -218,18 +218,28 @@ impl<V> RedisStore<V, MessagePack> {
         // Checked before the connection task starts: a refused setting leaves nothing
         // running.
         let store = RedisStore::new(&client, prefix, ttl)?;
-        drop(client.connect());
-        // A short, bounded wait, so that the first calls of a fresh process find the
-        // connection made when Redis is up. (`wait_for_connect` could miss a connection
-        // made between its state check and its subscription: poll the state instead.)
-        let _ = tokio::time::timeout(FIRST_CONNECTION_WAIT, async {
-            while !client.is_connected() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await;
+        start(&[&client]).await;
         Ok(store)
     }
+}
+
+/// Starts the connection tasks of `clients`, then waits until they are connected, for at
+/// most [`FIRST_CONNECTION_WAIT`]: the first calls of a fresh process find their
+/// connection made when Redis is up (the stores' commands fail at once while their client
+/// is not connected, rather than wait in fred's buffer). Returns either way: a server that
+/// is down is connected to when it comes back.
+pub(crate) async fn start(clients: &[&Client]) {
+    for client in clients {
+        drop(client.connect());
+    }
+    // `wait_for_connect` could miss a connection made between its state check and its
+    // subscription: poll the state instead.
+    let _ = tokio::time::timeout(FIRST_CONNECTION_WAIT, async {
+        while !clients.iter().all(|c| c.is_connected()) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use echocache_core::{L1Entry, TieredStore};
+use echocache_core::{Backplane, L1Entry, TieredStore};
 use echocache_memory::LruStore;
 use echocache_redis::{RedisBackplane, RedisStore};
 use echocache_testkit::{OwnServer, tiered};
@@ -87,4 +87,18 @@ async fn l1_copies_are_dropped_when_the_backplane_reconnects() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: cargo xtask test"]
+async fn a_fresh_backplane_announces_its_first_write() {
+    // Its publisher used to be still connecting: the first PUBLISH failed at once.
+    let server = OwnServer::redis();
+    let backplane = RedisBackplane::connect(&server.url(), "tiered")
+        .await
+        .expect("backplane");
+    backplane
+        .publish("k")
+        .await
+        .expect("the first announcement");
 }
