@@ -71,4 +71,4 @@ pub use lazy::{
 pub use metrics::METRICS_INTERVAL;
 pub use stats::Stats;
 pub use store::{LockToken, Store, Version};
-pub use tiered::{Backplane, DEFAULT_L1_TTL, L1Entry, Listener, STRIPES, TieredStore};
+pub use tiered::{Backplane, DEFAULT_L1_TTL, L1Entry, Listener, MAX_L1_TTL, STRIPES, TieredStore};

@@ -31,6 +31,10 @@ pub const STRIPES: usize = 4096;
 /// How long an L1 entry may be served without news from the backplane, by default.
 pub const DEFAULT_L1_TTL: Duration = Duration::from_secs(60);
 
+/// The longest L1 TTL [`TieredStore::l1_ttl`] takes (a day): an L1 copy is a cache of a
+/// cache, and a lost announcement should not be able to keep a stale value for longer.
+pub const MAX_L1_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// How the processes sharing an L2 tell each other that a key changed, so that each drops
 /// its L1 copy (a Redis channel, a NATS subject…).
 ///
@@ -142,6 +146,7 @@ impl Coherence {
     }
 
     /// The stamp of `key` now, if the L1 may be used (the backplane is connected).
+    #[inline]
     fn stamp(&self, key: &str) -> Option<Stamp> {
         // Epoch before `connected`: a `disconnected` in between changes the epoch, so an
         // entry stamped here is never served after it.
@@ -164,7 +169,9 @@ impl Coherence {
 pub struct L1Entry<V> {
     entry: Entry<V>,
     stamp: Stamp,
-    filled: SystemTime,
+    /// When the copy stops being served: filled + the L1 TTL (compared, not subtracted, on
+    /// every hit: a `SystemTime` difference costs a tenth of an L1 hit).
+    expires: SystemTime,
 }
 
 impl<V> fmt::Debug for L1Entry<V> {
@@ -255,14 +262,15 @@ impl<V, L1, L2, B: Backplane> TieredStore<V, L1, L2, B> {
     }
 
     /// Serves an L1 copy for at most `ttl` after it was filled: the bound on staleness if
-    /// an announcement is ever lost unnoticed.
+    /// an announcement is ever lost unnoticed. At most [`MAX_L1_TTL`] (longer is taken as
+    /// that).
     ///
     /// # Default
     ///
     /// [`DEFAULT_L1_TTL`] (60 s).
     pub fn l1_ttl(self, ttl: Duration) -> Self {
         Self {
-            l1_ttl: ttl,
+            l1_ttl: ttl.min(MAX_L1_TTL),
             ..self
         }
     }
@@ -307,12 +315,16 @@ where
     L2: Store<V>,
     B: Backplane,
 {
-    /// Puts `entry` in L1 stamped with `stamp` (a failing L1 is only a missed fill).
+    /// Puts `entry` in L1 stamped with `stamp` (a failing L1 is only a missed fill; so is
+    /// an L1 TTL too long to add to the clock's time).
     async fn fill(&self, key: &str, entry: &Entry<V>, stamp: Stamp) {
+        let Some(expires) = self.clock.now().checked_add(self.l1_ttl) else {
+            return;
+        };
         let copy = L1Entry {
             entry: entry.clone(),
             stamp,
-            filled: self.clock.now(),
+            expires,
         };
         let _ = self.l1.set(key, &Entry::new(copy, entry.written_at)).await;
     }
@@ -381,12 +393,7 @@ where
             && let Ok(Some(copy)) = self.l1.get(key).await
         {
             let copy = copy.value;
-            let age = self
-                .clock
-                .now()
-                .duration_since(copy.filled)
-                .unwrap_or(Duration::ZERO);
-            if copy.stamp == stamp && age < self.l1_ttl {
+            if copy.stamp == stamp && self.clock.now() < copy.expires {
                 return Ok(Some(copy.entry));
             }
         }

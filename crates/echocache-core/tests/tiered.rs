@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use echocache_core::test_util::{LocalBus, LocalNode, TestStore};
-use echocache_core::{EchoCache, Entry, L1Entry, ManualClock, Store, TieredStore};
+use echocache_core::{EchoCache, Entry, L1Entry, MAX_L1_TTL, ManualClock, Store, TieredStore};
 use tokio::sync::Notify;
 
 type L1 = TestStore<L1Entry<String>>;
@@ -216,6 +216,33 @@ async fn the_l1_ttl_bounds_a_copy_whose_announcement_was_lost_unnoticed() {
         value(&a, "k").await.as_deref(),
         Some("v2"),
         "but not past the L1 TTL"
+    );
+}
+
+#[tokio::test]
+async fn an_l1_ttl_beyond_the_clock_is_taken_as_the_longest_one() {
+    // `Duration::MAX` used to overflow the clock's time when a copy was filled (a panic).
+    let l2 = TestStore::<String>::new();
+    let bus = LocalBus::new();
+    let clock = ManualClock::new(SystemTime::now());
+    let a = TieredStore::new(TestStore::new(), l2.clone(), bus.node())
+        .l1_ttl(Duration::MAX)
+        .clock(clock.clone());
+    l2.put("k", entry("v1"));
+    assert_eq!(value(&a, "k").await.as_deref(), Some("v1"));
+    a.backplane().lose_messages_silently();
+    l2.put("k", entry("v2"));
+    clock.advance(MAX_L1_TTL - Duration::from_secs(1));
+    assert_eq!(
+        value(&a, "k").await.as_deref(),
+        Some("v1"),
+        "served from L1"
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        value(&a, "k").await.as_deref(),
+        Some("v2"),
+        "for MAX_L1_TTL"
     );
 }
 

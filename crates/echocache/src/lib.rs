@@ -63,7 +63,7 @@ pub use echocache_core::DynStore;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use echocache_core::METRICS_INTERVAL;
-pub use echocache_core::{Backplane, DEFAULT_L1_TTL, L1Entry, Listener, TieredStore};
+pub use echocache_core::{Backplane, DEFAULT_L1_TTL, L1Entry, Listener, MAX_L1_TTL, TieredStore};
 pub use echocache_core::{
     BoxStore, BuildError, CLOCK_SKEW_ALLOWANCE, Clock, DEFAULT_BREAKER_COOL_DOWN,
     DEFAULT_BREAKER_THRESHOLD, DEFAULT_LOAD_TIMEOUT, DEFAULT_QUEUE_CAPACITY, DEFAULT_REFRESH_AFTER,
