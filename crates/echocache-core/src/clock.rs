@@ -186,16 +186,26 @@ mod tests {
         assert!(!Clock::system().is_manual());
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn the_system_clock_agrees_with_the_precise_one_to_the_tick() {
+        // The tick, as the kernel reports it for this clock (4 ms at HZ=250).
+        let res = rustix::time::clock_getres(rustix::time::ClockId::RealtimeCoarse);
+        let tick = Duration::new(res.tv_sec as u64, res.tv_nsec as u32);
+        assert!(
+            tick > Duration::ZERO && tick < Duration::from_secs(1),
+            "{tick:?}"
+        );
         let before = SystemTime::now();
         let coarse = Clock::system().now();
         let after = Clock::precise().now();
-        // The coarse clock lags by at most one tick (at most 10 ms at HZ=100).
+        // Read after `before`: it is at most the last tick's time, never older than one
+        // tick before `before` (being descheduled in between only makes it newer). Twice
+        // the tick: a reading can fall just as the tick's update is being published.
         let lag = before.duration_since(coarse).unwrap_or(Duration::ZERO);
         assert!(
-            lag <= Duration::from_millis(20),
-            "coarse clock {lag:?} behind"
+            lag <= tick * 2,
+            "coarse clock {lag:?} behind, tick {tick:?}"
         );
         assert!(
             coarse <= after,
