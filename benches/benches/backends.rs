@@ -37,7 +37,7 @@ use async_nats::jetstream::{self, kv, stream::StorageType};
 use criterion::{Criterion, Throughput};
 use echocache::store::{BucketOptions, NatsStore, RedisStore, open_or_create_bucket};
 use echocache::{EchoCache, Entry, Store};
-use echocache_benches::{allocations, record};
+use echocache_benches::{allocations, assert_only_hits, record};
 use echocache_redis::DEFAULT_MAX_VALUE_BYTES;
 use echocache_redis::fred::bytes::Bytes;
 use echocache_redis::fred::prelude::{
@@ -420,14 +420,10 @@ fn redis_benches(
         ],
     );
     for (side, name) in [(seq, "sequential"), (par, "in-flight")] {
-        let stats = side.cache.stats();
-        if stats.loads != 0 || stats.store_errors != 0 {
-            eprintln!(
-                "backends: warning: the {name} Redis fetch benches had {} loads and {} store \
-                 errors (every fetch should have been a hit)",
-                stats.loads, stats.store_errors
-            );
-        }
+        assert_only_hits(
+            &format!("the {name} Redis fetch benches"),
+            &side.cache.stats(),
+        );
     }
 
     if !ran {
@@ -684,14 +680,10 @@ fn nats_benches(
         ],
     );
     for (side, name) in [(seq, "sequential"), (par, "in-flight")] {
-        let stats = side.cache.stats();
-        if stats.loads != 0 || stats.store_errors != 0 {
-            eprintln!(
-                "backends: warning: the {name} NATS fetch benches had {} loads and {} store \
-                 errors (every fetch should have been a hit)",
-                stats.loads, stats.store_errors
-            );
-        }
+        assert_only_hits(
+            &format!("the {name} NATS fetch benches"),
+            &side.cache.stats(),
+        );
     }
     Ok(())
 }

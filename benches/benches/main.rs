@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use echocache::store::{ExpiringLruStore, LruStore, ShardedLruStore, SingleStore};
 use echocache::{EchoCache, Entry, LazyEchoCache, Store};
-use echocache_benches::{CountingAlloc, record, record_allocs, save_figures};
+use echocache_benches::{CountingAlloc, assert_only_hits, record, record_allocs, save_figures};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -199,6 +199,34 @@ fn fetch_hit(c: &mut Criterion) {
         black_box(floor_u64.lock().unwrap().get(keys[i].as_str()).copied());
     });
     g.finish();
+    for (name, stats) in [
+        ("echocache/u64", u64_cache.stats()),
+        ("echocache/static_str", static_cache.stats()),
+        ("echocache/arc_str", arc_cache.stats()),
+        ("echocache_sharded/arc_str", sharded_cache.stats()),
+        ("echocache_boxed/arc_str", boxed_cache.stats()),
+        ("echocache/string", string_cache.stats()),
+    ] {
+        assert_only_hits(&format!("fetch_hit/{name}"), &stats);
+    }
+    peers_only_hit("fetch_hit", &keys, &quick, &moka);
+}
+
+/// Stops the run unless quick_cache and moka still hold each key's own value: their
+/// loaders in the hit benches return "x", which a miss would have stored.
+fn peers_only_hit(
+    bench: &str,
+    keys: &[String],
+    quick: &quick_cache::sync::Cache<String, Arc<str>>,
+    moka: &moka::future::Cache<String, Arc<str>>,
+) {
+    for k in keys {
+        let (q, m) = (quick.get(k.as_str()), ready(moka.get(k.as_str())));
+        assert!(
+            q.as_deref() == Some(k.as_str()) && m.as_deref() == Some(k.as_str()),
+            "{bench}: quick_cache or moka missed {k}"
+        );
+    }
 }
 
 /// Misses: a new key every iteration, the store at capacity, timed inside a task on a
@@ -401,6 +429,9 @@ fn fetch_concurrent(c: &mut Criterion) {
         }
     }
     g.finish();
+    assert_only_hits("fetch_concurrent/echocache", &echo.stats());
+    assert_only_hits("fetch_concurrent/echocache_sharded", &sharded.stats());
+    peers_only_hit("fetch_concurrent", &keys, &quick, &moka);
 }
 
 fn lazy(c: &mut Criterion) {
@@ -452,6 +483,16 @@ fn lazy(c: &mut Criterion) {
         );
     });
     g.finish();
+    assert_only_hits("lazy/lazy_hit", &fresh.stats());
+    let s = stale.stats();
+    assert!(
+        s.misses == 0
+            && s.hits == 0
+            && s.refreshes_dropped == 0
+            && stale.refreshes_pending() == KEYS,
+        "lazy/lazy_stale_hit: every fetch should have been a stale hit, its refresh \
+         pending from the setup: {s:?}"
+    );
 }
 
 fn stores(c: &mut Criterion) {

@@ -22,6 +22,8 @@ use criterion::{Criterion, Throughput};
 use echocache::store::{LruStore, RedisBackplane, RedisStore};
 use echocache::{EchoCache, L1Entry, Store, TieredStore};
 
+use echocache_benches::assert_only_hits;
+
 use crate::{Never, current_thread, multi_thread, ready};
 
 const KEYS: usize = 100;
@@ -115,10 +117,8 @@ fn run(c: &mut Criterion, url: &str, prefix: &str) -> Result<(), String> {
             black_box(ready(lru.fetch(&keys[i], miss)).ok())
         })
     });
-    let s = tiered_l1.stats();
-    if s.misses != 0 || s.loads != 0 {
-        return Err(format!("l1_hit: every fetch should have hit: {s:?}"));
-    }
+    assert_only_hits("tiered/l1_hit/tiered", &tiered_l1.stats());
+    assert_only_hits("tiered/l1_hit/lru", &lru.stats());
 
     // L2 hits, one after the other on the runtime the clients run on.
     let seq = current_thread();
@@ -147,11 +147,8 @@ fn run(c: &mut Criterion, url: &str, prefix: &str) -> Result<(), String> {
             })
         })
     });
-    for (name, s) in [("tiered", tiered_l2.stats()), ("redis", plain.stats())] {
-        if s.misses != 0 {
-            return Err(format!("l2_hit/{name}: every fetch should have hit: {s:?}"));
-        }
-    }
+    assert_only_hits("tiered/l2_hit/tiered", &tiered_l2.stats());
+    assert_only_hits("tiered/l2_hit/redis", &plain.stats());
 
     // Hot keys from 64 tasks.
     let (hot_tiered, hot_redis) = bg.block_on(async {

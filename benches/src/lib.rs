@@ -136,3 +136,17 @@ pub fn save_figures() {
         let _ = std::fs::write(&path, json);
     }
 }
+
+/// Stops the run (a panic) unless every fetch `bench` measured through a cache with these
+/// `stats` was a hit: no miss, no load, no store error. A hit bench that missed would
+/// report the cost of something else under its name.
+pub fn assert_only_hits(bench: &str, stats: &echocache_core::Stats) {
+    assert!(
+        stats.misses == 0 && stats.loads == 0 && stats.store_errors == 0,
+        "{bench}: every measured fetch should have been a hit, but: {} misses, {} loads, \
+         {} store errors",
+        stats.misses,
+        stats.loads,
+        stats.store_errors
+    );
+}

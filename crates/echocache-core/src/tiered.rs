@@ -135,6 +135,7 @@ impl Coherence {
         }
     }
 
+    #[inline]
     fn stripe(&self, key: &str) -> &AtomicU64 {
         let h = self.hasher.hash_one(key) as usize;
         &self.stripes[h % STRIPES]
