@@ -15,8 +15,8 @@ use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::connect::{ConnectError, client, start};
+use crate::connection::RedisConnection;
 use crate::keys::KeySpace;
-use crate::store::RedisConnection;
 
 /// How long to wait between two attempts to subscribe while Redis does not answer.
 const RESUBSCRIBE_EVERY: Duration = Duration::from_millis(100);
@@ -131,7 +131,7 @@ impl Backplane for RedisBackplane {
             .publish::<Value, _, _>(&*self.channel, message(&self.node, key))
             .await
             .map(drop)
-            .map_err(crate::store::backend("PUBLISH"))
+            .map_err(crate::connection::backend("PUBLISH"))
     }
 
     /// Spawns the subscriber task on the current tokio runtime. Without one, the L1 never

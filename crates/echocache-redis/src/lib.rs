@@ -258,14 +258,18 @@
 
 mod backplane;
 mod connect;
+mod connection;
+mod format;
+mod go;
 mod keys;
 mod lock;
 mod store;
 
 pub use backplane::RedisBackplane;
 pub use connect::ConnectError;
+pub use connection::RedisConnection;
 pub use echocache_core::codec::{Codec, DEFAULT_MAX_VALUE_BYTES, Json, MessagePack};
 /// The fred crate this store is built on, re-exported so that your client comes from the
 /// same version.
 pub use fred;
-pub use store::{DEFAULT_TOMBSTONE_TTL, RedisConnection, RedisStore};
+pub use store::{DEFAULT_TOMBSTONE_TTL, RedisStore};

@@ -16,7 +16,7 @@ use fred::error::Error as FredError;
 use fred::interfaces::{KeysInterface, LuaInterface};
 use fred::types::{Expiration, SetOptions, Value};
 
-use crate::store::Commands;
+use crate::connection::Commands;
 
 /// The largest TTL sent with `PX`, in milliseconds (about 146 million years): Redis
 /// refuses an expiry whose absolute time overflows a signed 64-bit millisecond count.
