@@ -243,8 +243,8 @@ pub(crate) fn chaos(args: &[String]) -> Result<(), String> {
 /// `cargo xtask soak [--seconds N]`.
 pub(crate) fn soak(args: &[String]) -> Result<(), String> {
     let seconds = seconds(args, 120)?;
-    if seconds < 8 {
-        return Err("soak needs `--seconds` of at least 8".into());
+    if seconds < 60 {
+        return Err("soak needs `--seconds` of at least 60 (a memory slope needs samples)".into());
     }
     crate::cargo(&["build", "--release", "-p", "echocache-chaos"], &[])?;
     let binary = release_binary("echocache-soak")?;
