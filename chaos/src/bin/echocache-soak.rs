@@ -48,8 +48,10 @@ const PAYLOAD: usize = 256;
 /// floor is the allocator's noise on this ≈6 MiB process, measured in the soak reports.
 const RSS_GROWTH: f64 = 0.03;
 const RSS_SLACK_KIB: u64 = 512;
-/// Steady samples (one a second) needed to see a slope: `--seconds 60` at the least.
+/// Steady samples (one a second) needed to see a slope ...
 const MIN_STEADY_SAMPLES: usize = 45;
+/// ... which a run of this many seconds gives after its warm-up (10 s).
+const MIN_SECONDS: u64 = 60;
 
 /// A cached value: its key, a version, and some bytes so that a leak shows in memory.
 #[derive(Debug)]
@@ -193,13 +195,16 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let (seconds, tasks) = match (args.number("seconds", 120), args.number("tasks", 16)) {
-        (Ok(s), Ok(t)) if s >= 8 && t >= 1 => (s, t),
+        (Ok(s), Ok(t)) if s >= MIN_SECONDS && t >= 1 => (s, t),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("echocache-soak: {e}");
             return ExitCode::from(2);
         }
         _ => {
-            eprintln!("echocache-soak: `--seconds` must be at least 8 and `--tasks` at least 1");
+            eprintln!(
+                "echocache-soak: `--seconds` must be at least {MIN_SECONDS} (a memory trend \
+                 needs {MIN_STEADY_SAMPLES} samples after warm-up) and `--tasks` at least 1"
+            );
             return ExitCode::from(2);
         }
     };
