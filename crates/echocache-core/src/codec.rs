@@ -277,6 +277,85 @@ pub fn decode_entry<V: DeserializeOwned, C: Codec>(
     Ok(Entry::new(value, written_at))
 }
 
+/// The bytes a remote store writes for its entries: echocache's envelope with a codec
+/// ([`encode_entry`]), or one of the Go echocache's JSON formats
+/// ([`go_format`](crate::go_format)), for stores shared with Go services. The Redis and
+/// NATS stores both choose theirs with it, so that each format is encoded and decoded in
+/// one place.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::SystemTime;
+/// use echocache_core::Entry;
+/// use echocache_core::codec::{MessagePack, ValueFormat};
+///
+/// let entry = Entry::new(7u32, SystemTime::UNIX_EPOCH);
+/// let bytes = ValueFormat::GoPlain.encode(&MessagePack, &entry, 1024).unwrap();
+/// assert_eq!(bytes, b"7", "the Go plain format: the value's JSON alone");
+/// let back: Entry<u32> = ValueFormat::GoPlain.decode(&MessagePack, &bytes, 1024).unwrap();
+/// assert_eq!(back.value, 7);
+/// assert!(!ValueFormat::GoPlain.has_timestamps());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueFormat {
+    /// echocache's versioned envelope, the value encoded by the store's codec.
+    Native,
+    /// The Go echocache's stale-while-revalidate stores: `{"Value":…,"CreatedAt":…}`.
+    GoEnvelope,
+    /// The Go echocache's plain stores: the value's JSON alone, no timestamp (and no
+    /// refresh lock in Go).
+    GoPlain,
+}
+
+impl ValueFormat {
+    /// The bytes stored for `entry`; `codec` is used by [`Native`](Self::Native) only.
+    ///
+    /// # Errors
+    ///
+    /// A decode [`StoreError`] when the value cannot be encoded or its bytes exceed
+    /// `max_bytes`.
+    pub fn encode<V: Serialize, C: Codec>(
+        self,
+        codec: &C,
+        entry: &Entry<V>,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, StoreError> {
+        match self {
+            ValueFormat::Native => encode_entry(codec, entry, max_bytes),
+            ValueFormat::GoEnvelope => crate::go_format::encode_envelope(entry, max_bytes),
+            ValueFormat::GoPlain => crate::go_format::encode_plain(&entry.value, max_bytes),
+        }
+    }
+
+    /// The entry stored as `bytes`. The Go plain format holds no time: its entries are
+    /// written at the Unix epoch, the oldest time, never "fresh" by mistake.
+    ///
+    /// # Errors
+    ///
+    /// A decode [`StoreError`] when the bytes exceed `max_bytes` or do not decode.
+    pub fn decode<V: DeserializeOwned, C: Codec>(
+        self,
+        codec: &C,
+        bytes: &[u8],
+        max_bytes: usize,
+    ) -> Result<Entry<V>, StoreError> {
+        match self {
+            ValueFormat::Native => decode_entry(codec, bytes, max_bytes),
+            ValueFormat::GoEnvelope => crate::go_format::decode_envelope(bytes, max_bytes),
+            ValueFormat::GoPlain => crate::go_format::decode_plain(bytes, max_bytes)
+                .map(|value| Entry::new(value, SystemTime::UNIX_EPOCH)),
+        }
+    }
+
+    /// Whether entries carry the time they were written (all but
+    /// [`GoPlain`](Self::GoPlain)): without it there is no age, so no TTL by age and no
+    /// stale-while-revalidate.
+    pub fn has_timestamps(self) -> bool {
+        self != ValueFormat::GoPlain
+    }
+}
+
 /// An entry larger than the configured limit.
 #[derive(Debug)]
 struct TooLarge {

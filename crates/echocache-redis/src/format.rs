@@ -1,14 +1,13 @@
-//! [`Format`]: the layout and value format of a [`RedisStore`](crate::RedisStore), and
-//! everything that differs between them (encoding, expiries, locks, removal).
+//! [`Format`]: the value format of a [`RedisStore`](crate::RedisStore), and
+//! [`RedisFormat`]: what else differs between the formats in Redis (expiries, locks,
+//! removal).
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use echocache_core::codec::{Codec, decode_entry, encode_entry};
-use echocache_core::{Entry, StoreError, go_format};
+use echocache_core::StoreError;
+use echocache_core::codec::Codec;
 use fred::types::Expiration;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::lock;
 
@@ -17,85 +16,54 @@ use crate::lock;
 pub(crate) const GO_PLAIN_NO_LOCK: &str = "the Go echocache plain format has no timestamps and no refresh \
     lock: a LazyEchoCache needs RedisStore::go_echocache_compatible (the envelope format)";
 
-/// The layout and value format of a [`RedisStore`]: one store type, one set of commands;
-/// only the key builders and the (de)serialisation look at it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Format {
-    /// `{prefix}:v:` / `{prefix}:l:` keys, echocache's versioned envelope, the codec `C`.
-    Native,
-    /// The Go echocache's `{prefix}:` / `{prefix}:lock:` keys and the JSON of its
-    /// stale-while-revalidate stores, `{"Value":…,"CreatedAt":…}`.
-    GoEnvelope,
-    /// The Go echocache's keys and the JSON of its plain stores: the value alone, no
-    /// timestamp; no refresh lock.
-    GoPlain,
-}
+/// The value format of a [`RedisStore`](crate::RedisStore) (core's: encoding and decoding
+/// are shared with NATS); the key layout follows it (`keys.rs`).
+pub(crate) use echocache_core::codec::ValueFormat as Format;
 
-impl Format {
-    /// The bytes stored for `entry` (`codec` is the native format's).
-    pub(crate) fn encode<V: Serialize, C: Codec>(
-        self,
-        codec: &C,
-        entry: &Entry<V>,
-        max_value_bytes: usize,
-    ) -> Result<Vec<u8>, StoreError> {
-        match self {
-            Format::Native => encode_entry(codec, entry, max_value_bytes),
-            Format::GoEnvelope => go_format::encode_envelope(entry, max_value_bytes),
-            Format::GoPlain => go_format::encode_plain(&entry.value, max_value_bytes),
-        }
-    }
-
-    /// The entry stored as `bytes`.
-    pub(crate) fn decode<V: DeserializeOwned, C: Codec>(
-        self,
-        codec: &C,
-        bytes: &[u8],
-        max_value_bytes: usize,
-    ) -> Result<Entry<V>, StoreError> {
-        match self {
-            Format::Native => decode_entry(codec, bytes, max_value_bytes),
-            Format::GoEnvelope => go_format::decode_envelope(bytes, max_value_bytes),
-            // No timestamp in this format: the oldest time, never "fresh" by mistake.
-            Format::GoPlain => go_format::decode_plain(bytes, max_value_bytes)
-                .map(|value| Entry::new(value, SystemTime::UNIX_EPOCH)),
-        }
-    }
-
+/// What else differs between the formats in Redis, each decided here once.
+pub(crate) trait RedisFormat {
     /// The expiry an entry of `ttl` (`ttl_ms` in whole milliseconds) is written with:
     /// `PX ms`, or as go-redis sends it (`EX secs` for whole seconds) for the Go formats.
-    pub(crate) fn entry_expiration(self, ttl: Duration, ttl_ms: i64) -> Expiration {
+    fn entry_expiration(self, ttl: Duration, ttl_ms: i64) -> Expiration;
+    /// The expiry a refresh lock of `ttl` is taken with.
+    fn lock_expiration(self, ttl: Duration) -> Expiration;
+    /// Whether the format has a refresh lock (all but the Go plain format); the error the
+    /// lock calls return otherwise.
+    fn lock_support(self) -> Result<(), StoreError>;
+    /// Whether `remove` writes a tombstone (native) rather than `DEL` (the Go formats,
+    /// whose readers would take a tombstone for a corrupt entry).
+    fn removes_with_tombstone(self) -> bool;
+    /// What `Debug` shows of the format: the codec's id for the native one.
+    fn describe<C: Codec>(self) -> (&'static str, &'static dyn fmt::Debug);
+}
+
+impl RedisFormat for Format {
+    fn entry_expiration(self, ttl: Duration, ttl_ms: i64) -> Expiration {
         match self {
             Format::Native => Expiration::PX(ttl_ms),
             Format::GoEnvelope | Format::GoPlain => lock::go_expiration(ttl),
         }
     }
 
-    /// The expiry a refresh lock of `ttl` is taken with.
-    pub(crate) fn lock_expiration(self, ttl: Duration) -> Expiration {
+    fn lock_expiration(self, ttl: Duration) -> Expiration {
         match self {
             Format::Native => Expiration::PX(lock::px_millis(ttl)),
             Format::GoEnvelope | Format::GoPlain => lock::go_expiration(ttl),
         }
     }
 
-    /// Whether the format has a refresh lock (all but the Go plain format); the error the
-    /// lock calls return otherwise.
-    pub(crate) fn lock_support(self) -> Result<(), StoreError> {
+    fn lock_support(self) -> Result<(), StoreError> {
         match self {
             Format::GoPlain => Err(StoreError::backend_msg(GO_PLAIN_NO_LOCK)),
             Format::Native | Format::GoEnvelope => Ok(()),
         }
     }
 
-    /// Whether `remove` writes a tombstone (native) rather than `DEL` (the Go formats,
-    /// whose readers would take a tombstone for a corrupt entry).
-    pub(crate) fn removes_with_tombstone(self) -> bool {
+    fn removes_with_tombstone(self) -> bool {
         self == Format::Native
     }
 
-    /// What `Debug` shows of the format: the codec's id for the native one.
-    pub(crate) fn describe<C: Codec>(self) -> (&'static str, &'static dyn fmt::Debug) {
+    fn describe<C: Codec>(self) -> (&'static str, &'static dyn fmt::Debug) {
         match self {
             Format::Native => ("codec_id", &C::ID),
             Format::GoEnvelope => ("format", &"go-echocache-envelope"),

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::connection::{RedisConnection, backend};
-use crate::format::Format;
+use crate::format::{Format, RedisFormat};
 use crate::keys::KeySpace;
 use crate::lock::{self, MAX_TTL_MS};
 
