@@ -178,6 +178,8 @@
 mod backplane;
 mod bucket;
 mod connect;
+mod frame;
+mod go;
 mod handle;
 mod key;
 mod lock;

@@ -5,29 +5,18 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::{self as js, kv};
-use echocache_core::codec::{
-    Codec, DEFAULT_MAX_VALUE_BYTES, Json, MessagePack, decode_entry, encode_entry,
-};
-use echocache_core::go_format;
+use async_nats::jetstream::kv;
+// The value formats are core's, shared with Redis.
+use echocache_core::codec::ValueFormat as Format;
+use echocache_core::codec::{Codec, DEFAULT_MAX_VALUE_BYTES, Json, MessagePack};
 use echocache_core::{BuildError, Entry, LockToken, Store, StoreError, Version};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::frame::{frame_hashed, unframe_hashed};
 use crate::handle::BucketHandle;
 use crate::key::KeySpace;
 use crate::lock::{self, LockFormat};
-
-/// What the store's bytes are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    /// echocache's envelope with the store's codec.
-    Native,
-    /// The Go echocache's `NewStaleWhileRevalidateNatsCache`: `{"Value":…,"CreatedAt":…}`.
-    GoEnvelope,
-    /// The Go echocache's `NewNatsCache`: the value's JSON alone, and no lock.
-    GoPlain,
-}
 
 /// The error of a lock call on a store in the Go plain format.
 const GO_PLAIN_NO_LOCK: &str = "a NatsStore in the Go plain format has no refresh lock \
@@ -171,288 +160,13 @@ impl<V> NatsStore<V, MessagePack> {
 }
 
 impl<V> NatsStore<V, Json> {
-    /// A store that shares entries and refresh locks with Go services using the Go
-    /// echocache v1.2.0's `store.NewStaleWhileRevalidateNatsCache[T](kv, prefix)` on the
-    /// same bucket and prefix (see the [crate docs](crate#go-interop)).
-    ///
-    /// - **Keys** are Go's: `{prefix}.{md5(key)}` (lower-case hex) for entries,
-    ///   `{prefix}.{md5("lock:" + key)}` for locks, trailing dots of the prefix trimmed.
-    ///   The data of the key `lock:x` is therefore the lock of `x` (Go bug 24, kept because
-    ///   it is what Go services read); two keys with the same MD5 share an entry, and MD5
-    ///   collisions can be made on purpose: do not let untrusted input choose whole keys.
-    ///   The bucket's key list shows hashes, not cache keys.
-    /// - **Values** are Go's JSON, `{"Value":…,"CreatedAt":"<RFC 3339>"}`, byte for byte
-    ///   what Go writes for the same value (see [`go_format`](echocache_core::go_format)).
-    ///   Go writes with `kv.Put` and no per-key TTL: entries live until the bucket's
-    ///   `max_age`. [`ttl`](NatsStore::ttl) makes older entries read as missing here (by
-    ///   `CreatedAt`); Go readers ignore it.
-    /// - **Locks** are Go's: `kv.Create` of `{token}|{RFC 3339 second}`, released by their
-    ///   owner with a revision-checked purge. Go v1.2.0's lazy cache never takes the lock
-    ///   (its refreshes are not deduplicated with ours), but a lock taken by Go code
-    ///   (`TryAcquireRefreshLock`) makes our refresh skip, and ours makes Go's fail.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::InvalidSetting`] naming `prefix` when the prefix, without its
-    /// trailing dots, is not a valid prefix (see [`new`](NatsStore::new); Go accepted
-    /// such a prefix and then failed on every operation, bug 25) or ends with a token `v`
-    /// or `l` (its keys would land in a native store's namespaces: see SECURITY.md).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use echocache_core::LazyEchoCache;
-    /// use echocache_nats::NatsStore;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
-    /// let kv = async_nats::jetstream::new(client).get_key_value("TEST_02").await?;
-    /// // The Go side: store.NewStaleWhileRevalidateNatsCache[Weather](kv, "weather")
-    /// let store = NatsStore::<String, _>::go_echocache_compatible(kv, "weather")?;
-    /// let cache = LazyEchoCache::builder(store).build()?;
-    /// # let _ = cache;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn go_echocache_compatible(kv: kv::Store, prefix: &str) -> Result<Self, BuildError> {
-        Self::go(kv, prefix, Format::GoEnvelope)
-    }
-
-    /// A store that shares entries with Go services using the Go echocache v1.2.0's
-    /// plain `store.NewNatsCache[T](kv, prefix)`: the same keys as
-    /// [`go_echocache_compatible`](Self::go_echocache_compatible), the value's JSON alone
-    /// as the value, and no lock (the Go plain cache has none).
-    ///
-    /// The bytes carry no time: entries read back as written at the epoch (never fresh
-    /// to a `LazyEchoCache`, which should use the envelope format instead), and
-    /// [`ttl`](NatsStore::ttl) has no effect. `try_lock` and `extend_lock` fail,
-    /// [`shares_locks`](Store::shares_locks) is `false`, so the caches dedupe loads within
-    /// the process only.
-    ///
-    /// # Errors
-    ///
-    /// As [`go_echocache_compatible`](Self::go_echocache_compatible).
-    pub fn go_echocache_compatible_plain(kv: kv::Store, prefix: &str) -> Result<Self, BuildError> {
-        Self::go(kv, prefix, Format::GoPlain)
-    }
-
-    fn go(kv: kv::Store, prefix: &str, format: Format) -> Result<Self, BuildError> {
+    /// A store in one of the Go formats (the constructors are in `go.rs`).
+    pub(crate) fn go(kv: kv::Store, prefix: &str, format: Format) -> Result<Self, BuildError> {
         let store = NatsStore::from_handle(BucketHandle::fixed(kv), KeySpace::go(prefix)?);
         Ok(NatsStore {
             format,
             ..store.codec(Json)
         })
-    }
-}
-
-impl<V, C: Codec> NatsStore<V, C> {
-    /// Encodes values with `codec` instead.
-    ///
-    /// Every process sharing the prefix must use the same codec: an entry written with
-    /// another codec reads as a decode error (and is then overwritten by a fresh load).
-    ///
-    /// # Default
-    ///
-    /// [`MessagePack`].
-    #[must_use]
-    pub fn codec<C2: Codec>(self, codec: C2) -> NatsStore<V, C2> {
-        NatsStore {
-            bucket: self.bucket,
-            keys: self.keys,
-            codec,
-            max_value_bytes: self.max_value_bytes,
-            ttl: self.ttl,
-            format: self.format,
-            #[cfg(feature = "server-2-11")]
-            server_ttl: self.server_ttl,
-            _value: PhantomData,
-        }
-    }
-
-    /// Limits an encoded entry to `max` bytes: a larger value is not written, and larger
-    /// stored bytes are not decoded (both are decode errors).
-    ///
-    /// # Default
-    ///
-    /// [`DEFAULT_MAX_VALUE_BYTES`] (16 MiB).
-    ///
-    /// A limit below the envelope's header (10 bytes) admits no entry: every `set` and
-    /// every `get` of a present key then fails with a decode error, which the caches
-    /// count and survive.
-    #[must_use]
-    pub fn max_value_bytes(self, max: usize) -> Self {
-        Self {
-            max_value_bytes: max,
-            ..self
-        }
-    }
-
-    /// Makes entries older than `ttl` (by their `written_at`) read as missing.
-    ///
-    /// Expiry is enforced when an entry is read, so it holds on every server version,
-    /// including NATS 2.9 which has no per-key TTL. The server keeps the bytes until the
-    /// bucket's `max_age` removes them or a later `set` replaces them; give the bucket a
-    /// `max_age` (see [`BucketOptions::max_age`](crate::BucketOptions::max_age)) to bound
-    /// its size. Server-side ages are counted in whole seconds: a bucket `max_age` for a
-    /// sub-second ttl should be rounded up to the next second.
-    ///
-    /// # Default
-    ///
-    /// None: entries never expire on read.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::InvalidSetting`] with setting `ttl` when `ttl` is zero.
-    pub fn ttl(self, ttl: Duration) -> Result<Self, BuildError> {
-        if ttl.is_zero() {
-            return Err(BuildError::InvalidSetting {
-                setting: "ttl",
-                reason: "must be greater than zero",
-            });
-        }
-        Ok(Self {
-            ttl: Some(ttl),
-            ..self
-        })
-    }
-
-    /// Also has the server remove each entry when its [`ttl`](Self::ttl) has passed, by a
-    /// per-message TTL (the `Nats-TTL` header), so that expired entries do not occupy the
-    /// bucket until its `max_age`. Needs NATS 2.11 or later and a bucket created with
-    /// [`BucketOptions::limit_markers`](crate::BucketOptions::limit_markers). `js` is the
-    /// JetStream context the entries are published through (the bucket handle cannot
-    /// publish with headers of its own choosing); for a store made by
-    /// [`connect`](NatsStore::connect), pass [`jetstream`](Self::jetstream)'s.
-    ///
-    /// The server counts TTLs in whole seconds: each entry gets the time it has left
-    /// (its ttl minus its age) rounded up to the next second, and at least one second.
-    /// Reads still enforce the exact ttl. Without [`ttl`](Self::ttl) this setting does
-    /// nothing.
-    ///
-    /// # Default
-    ///
-    /// Off: entries are removed on the server only by the bucket's `max_age`.
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError::InvalidSetting`] with setting `server_ttl` when the bucket does not
-    /// allow per-message TTLs (created without `limit_markers`, or on a server older than
-    /// 2.11, which ignores that setting), or when it is reached through a JetStream
-    /// domain or API prefix.
-    #[cfg(feature = "server-2-11")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "server-2-11")))]
-    pub fn server_ttl(self, js: async_nats::jetstream::Context) -> Result<Self, BuildError> {
-        if !self.bucket.allows_message_ttl() {
-            return Err(BuildError::InvalidSetting {
-                setting: "server_ttl",
-                reason: "the bucket does not allow per-message TTLs: create it with \
-                         `limit_markers` on NATS 2.11 or later",
-            });
-        }
-        if let Some(kv) = self.bucket.current()
-            && (kv.use_jetstream_prefix || kv.put_prefix.is_some())
-        {
-            return Err(BuildError::InvalidSetting {
-                setting: "server_ttl",
-                reason: "per-message TTLs are not supported for buckets reached through a \
-                         JetStream domain, API prefix or mirror",
-            });
-        }
-        Ok(Self {
-            server_ttl: Some(js),
-            ..self
-        })
-    }
-
-    /// Has the store create its bucket again, through `js`, when the server has lost it
-    /// (a bucket with memory storage after a server restart), with the stream
-    /// configuration the bucket had when its handle was opened; the failed operation is
-    /// then retried once. The store also checks that the bucket exists after the client
-    /// reconnects.
-    ///
-    /// `js` must be the context the bucket was opened through (the handle does not give
-    /// access to it). Stores made by [`connect`](NatsStore::connect) do this by
-    /// themselves, and ignore this setting.
-    ///
-    /// # Default
-    ///
-    /// Off for stores made by [`new`](NatsStore::new): a lost bucket stays lost.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use echocache_nats::{BucketOptions, NatsStore, open_or_create_bucket};
-    /// use echocache_nats::async_nats::jetstream::stream::StorageType;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
-    /// let js = async_nats::jetstream::new(client);
-    /// let options = BucketOptions::new().storage(StorageType::Memory);
-    /// let kv = open_or_create_bucket(&js, "cache", &options).await?;
-    /// let store = NatsStore::<String>::new(kv, "users")?.recreate_lost_bucket(js);
-    /// # let _ = store;
-    /// # Ok(())
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn recreate_lost_bucket(self, js: js::Context) -> Self {
-        let bucket = match Arc::try_unwrap(self.bucket) {
-            Ok(handle) => Arc::new(handle.recreating_with(js)),
-            // Shared with a clone: this store gets a handle of its own.
-            Err(shared) => match (shared.jetstream(), shared.current()) {
-                (None, Some(kv)) => {
-                    Arc::new(BucketHandle::fixed(Arc::unwrap_or_clone(kv)).recreating_with(js))
-                }
-                _ => shared,
-            },
-        };
-        Self { bucket, ..self }
-    }
-
-    /// The prefix given to [`new`](NatsStore::new) or [`connect`](NatsStore::connect).
-    pub fn prefix(&self) -> &str {
-        self.keys.prefix()
-    }
-
-    /// The name of the bucket.
-    pub fn bucket(&self) -> &str {
-        self.bucket.name()
-    }
-
-    /// The bucket, or `None` while a store made by [`connect`](NatsStore::connect) has
-    /// not opened it yet (the server has not answered since the store was made).
-    pub fn kv(&self) -> Option<kv::Store> {
-        self.bucket.current().map(Arc::unwrap_or_clone)
-    }
-
-    /// The JetStream context of a store made by [`connect`](NatsStore::connect) (or given
-    /// one with [`recreate_lost_bucket`](Self::recreate_lost_bucket)), for instance to
-    /// manage the bucket; `None` for a store made by [`new`](NatsStore::new) alone.
-    pub fn jetstream(&self) -> Option<&js::Context> {
-        self.bucket.jetstream()
-    }
-
-    /// The KV key where the entry for `key` is stored: `{prefix}.v.{encoded key}`.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # async fn demo(kv: async_nats::jetstream::kv::Store) {
-    /// let store = echocache_nats::NatsStore::<String>::new(kv, "app").unwrap();
-    /// assert_eq!(store.data_key("user-42"), "app.v.user-42");
-    /// assert_eq!(store.data_key("user.42"), "app.v.user=2E42");
-    /// assert_eq!(store.lock_key("user-42"), "app.l.user-42");
-    /// # }
-    /// ```
-    pub fn data_key(&self, key: &str) -> String {
-        self.keys.data_key(key).0
-    }
-
-    /// The KV key of the refresh lock for `key`: `{prefix}.l.{encoded key}`.
-    pub fn lock_key(&self, key: &str) -> String {
-        self.keys.lock_key(key)
     }
 }
 
@@ -518,34 +232,6 @@ fn server_ttl_secs(remaining: Duration) -> Duration {
     Duration::from_secs(secs.max(1))
 }
 
-/// Length of the key-length field in front of a hashed key's value.
-const KEY_LEN_BYTES: usize = 8;
-
-/// A hashed key's stored value: its full key first, so that a read can tell a hash
-/// collision from its own entry. Layout: key length (`u64` big-endian), key, envelope.
-fn frame_hashed(key: &str, envelope: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(KEY_LEN_BYTES + key.len() + envelope.len());
-    out.extend_from_slice(&(key.len() as u64).to_be_bytes());
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(envelope);
-    out
-}
-
-/// The envelope inside a hashed key's value, or `None` when the value belongs to another
-/// key with the same hash.
-fn unframe_hashed<'a>(key: &str, bytes: &'a [u8]) -> Result<Option<&'a [u8]>, StoreError> {
-    let malformed = || StoreError::decode_msg("hashed-key entry has no valid key header");
-    let (len, rest) = bytes
-        .split_first_chunk::<KEY_LEN_BYTES>()
-        .ok_or_else(malformed)?;
-    let len = usize::try_from(u64::from_be_bytes(*len)).map_err(|_| malformed())?;
-    if len > rest.len() {
-        return Err(malformed());
-    }
-    let (stored_key, envelope) = rest.split_at(len);
-    Ok((stored_key == key.as_bytes()).then_some(envelope))
-}
-
 impl<V, C> NatsStore<V, C>
 where
     V: Serialize + DeserializeOwned,
@@ -568,15 +254,13 @@ where
         } else {
             bytes
         };
-        let entry: Entry<V> = match self.format {
-            Format::Native => decode_entry(&self.codec, envelope, self.max_value_bytes)?,
-            Format::GoEnvelope => go_format::decode_envelope(envelope, self.max_value_bytes)?,
-            // No time in these bytes: the oldest one, never "fresh" by mistake (and no ttl).
-            Format::GoPlain => {
-                let value = go_format::decode_plain(envelope, self.max_value_bytes)?;
-                return Ok(Some(Entry::new(value, SystemTime::UNIX_EPOCH)));
-            }
-        };
+        let entry: Entry<V> = self
+            .format
+            .decode(&self.codec, envelope, self.max_value_bytes)?;
+        if !self.format.has_timestamps() {
+            // No time in these bytes (read as the oldest one): no ttl by age either.
+            return Ok(Some(entry));
+        }
         if let Some(ttl) = self.ttl
             && entry.age(SystemTime::now()) >= ttl
         {
@@ -632,11 +316,9 @@ where
     /// The bucket key for `key` and the bytes stored there for `entry`.
     fn stored(&self, key: &str, entry: &Entry<V>) -> Result<(String, bytes::Bytes), StoreError> {
         let (data_key, hashed) = self.keys.data_key(key);
-        let envelope = match self.format {
-            Format::Native => encode_entry(&self.codec, entry, self.max_value_bytes)?,
-            Format::GoEnvelope => go_format::encode_envelope(entry, self.max_value_bytes)?,
-            Format::GoPlain => go_format::encode_plain(&entry.value, self.max_value_bytes)?,
-        };
+        let envelope = self
+            .format
+            .encode(&self.codec, entry, self.max_value_bytes)?;
         let bytes = if hashed {
             frame_hashed(key, &envelope)
         } else {
@@ -792,47 +474,6 @@ where
     }
 }
 
+mod settings;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_ttls_round_up_to_whole_seconds() {
-        assert_eq!(server_ttl_secs(Duration::ZERO), Duration::from_secs(1));
-        assert_eq!(
-            server_ttl_secs(Duration::from_millis(1)),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            server_ttl_secs(Duration::from_secs(1)),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            server_ttl_secs(Duration::from_millis(1_001)),
-            Duration::from_secs(2)
-        );
-        assert_eq!(
-            server_ttl_secs(Duration::from_secs(60)),
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            server_ttl_secs(Duration::MAX),
-            Duration::from_secs(u64::MAX)
-        );
-    }
-
-    #[test]
-    fn hashed_frames_carry_the_key() {
-        let framed = frame_hashed("long-key", b"ENVELOPE");
-        assert_eq!(
-            unframe_hashed("long-key", &framed).unwrap(),
-            Some(&b"ENVELOPE"[..])
-        );
-        assert_eq!(unframe_hashed("other-key", &framed).unwrap(), None);
-        assert_eq!(unframe_hashed("long-ke", &framed).unwrap(), None);
-        assert!(unframe_hashed("k", b"short").unwrap_err().is_decode());
-        let mut lying = framed.clone();
-        lying[..8].copy_from_slice(&u64::MAX.to_be_bytes());
-        assert!(unframe_hashed("long-key", &lying).unwrap_err().is_decode());
-    }
-}
+mod tests;
