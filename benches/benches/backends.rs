@@ -37,7 +37,7 @@ use async_nats::jetstream::{self, kv, stream::StorageType};
 use criterion::{Criterion, Throughput};
 use echocache::store::{BucketOptions, NatsStore, RedisStore, open_or_create_bucket};
 use echocache::{EchoCache, Entry, Store};
-use echocache_benches::{allocations, assert_only_hits, record};
+use echocache_benches::{Runner, allocations, assert_only_hits, interleaved, record};
 use echocache_redis::DEFAULT_MAX_VALUE_BYTES;
 use echocache_redis::fred::bytes::Bytes;
 use echocache_redis::fred::prelude::{
@@ -85,9 +85,6 @@ fn env_url(var: &str, default: &str) -> String {
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| default.to_owned())
 }
-
-/// Runs a path `iters` times and returns the time per `iters` calls.
-type Runner<'a> = Box<dyn Fn(u64) -> Duration + 'a>;
 
 /// `op(i)` one call after the other, timed inside `block_on` of the current-thread `rt`.
 fn sequential<'a, F, Fut>(rt: &'a tokio::runtime::Runtime, op: F) -> Runner<'a>
@@ -141,39 +138,6 @@ where
     })
 }
 
-/// Runs every path in short rounds, the paths one after the other in each round (from a
-/// different first path each round), and records, for each path, its time relative to the
-/// last path (the raw client) as the median of the per-round ratios,
-/// `ratio/{prefix}/{path}`, and its median time per call (ns), `interleaved/{prefix}/{path}`.
-///
-/// Criterion measures the paths one after the other over several seconds each, so a
-/// change in the machine's load between two of them (other builds, the server) skews
-/// their ratio; paths measured side by side in every round see the same conditions.
-fn interleaved(prefix: &str, paths: &[(&str, Runner<'_>)], calls_per_round: u64) {
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let mut ratios: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); paths.len()];
-    let mut per_call: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); paths.len()];
-    let mut times = vec![Duration::ZERO; paths.len()];
-    for round in 0..ROUNDS {
-        for k in 0..paths.len() {
-            let p = (round + k) % paths.len();
-            times[p] = (paths[p].1)(calls_per_round);
-        }
-        let raw = times[paths.len() - 1].as_secs_f64();
-        for (p, t) in times.iter().enumerate() {
-            ratios[p].push(t.as_secs_f64() / raw);
-            per_call[p].push(t.as_secs_f64() * 1e9 / calls_per_round as f64);
-        }
-    }
-    for (((path, _), r), t) in paths.iter().zip(ratios).zip(per_call) {
-        record(&format!("ratio/{prefix}/{path}"), median(r));
-        record(&format!("interleaved/{prefix}/{path}"), median(t));
-    }
-}
-
 /// The benches of one backend, in the criterion group `group`: each sequential path as
 /// `hit/{path}` (with its allocations per call), each in-flight path as
 /// `in_flight_64/{path}`, then both sets again interleaved for their ratios to the raw
@@ -216,10 +180,11 @@ fn bench_paths(
         let per_op = (allocations() - before) as f64 / ALLOC_SAMPLES as f64;
         record(&format!("allocs/{group}/hit/{path}"), per_op);
     }
-    interleaved(&format!("{group}/hit"), seq, SEQ_CALLS_PER_ROUND);
+    interleaved(&format!("{group}/hit"), seq, ROUNDS, SEQ_CALLS_PER_ROUND);
     interleaved(
         &format!("{group}/in_flight_{IN_FLIGHT}"),
         par,
+        ROUNDS,
         PAR_CALLS_PER_ROUND,
     );
     true

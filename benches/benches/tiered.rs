@@ -22,7 +22,7 @@ use criterion::{Criterion, Throughput};
 use echocache::store::{LruStore, RedisBackplane, RedisStore};
 use echocache::{EchoCache, L1Entry, Store, TieredStore};
 
-use echocache_benches::assert_only_hits;
+use echocache_benches::{Runner, assert_only_hits, interleaved};
 
 use crate::{Never, current_thread, multi_thread, ready};
 
@@ -31,6 +31,10 @@ const TASKS: usize = 64;
 const TTL: Duration = Duration::from_secs(600);
 /// Trials of the propagation measurement.
 const PROPAGATION_TRIALS: usize = 200;
+/// Rounds of the side-by-side ratio measurements, and calls per path and round.
+const ROUNDS: usize = 25;
+const L1_CALLS_PER_ROUND: u64 = 50_000;
+const L2_CALLS_PER_ROUND: u64 = 200;
 
 type Tiered = TieredStore<String, LruStore<L1Entry<String>>, RedisStore<String>, RedisBackplane>;
 
@@ -104,19 +108,23 @@ fn run(c: &mut Criterion, url: &str, prefix: &str) -> Result<(), String> {
     })?;
     let mut g = c.benchmark_group("tiered");
     g.throughput(Throughput::Elements(1));
-    let mut i = 0usize;
-    g.bench_function("l1_hit/tiered", |b| {
-        b.iter(|| {
-            i = (i + 1) % KEYS;
-            black_box(ready(tiered_l1.fetch(&keys[i], miss)).ok())
-        })
-    });
-    g.bench_function("l1_hit/lru", |b| {
-        b.iter(|| {
-            i = (i + 1) % KEYS;
-            black_box(ready(lru.fetch(&keys[i], miss)).ok())
-        })
-    });
+    for (name, run) in [
+        ("l1_hit/tiered", hits(&tiered_l1, &keys)),
+        ("l1_hit/lru", hits(&lru, &keys)),
+    ] {
+        g.bench_function(name, |b| b.iter_custom(&run));
+    }
+    // Side by side in rounds as well: criterion measures the two seconds apart, and this
+    // machine's speed drifts by more than the difference (see `interleaved`).
+    interleaved(
+        "tiered/l1_hit",
+        &[
+            ("tiered", hits(&tiered_l1, &keys)),
+            ("lru", hits(&lru, &keys)),
+        ],
+        ROUNDS,
+        L1_CALLS_PER_ROUND,
+    );
     assert_only_hits("tiered/l1_hit/tiered", &tiered_l1.stats());
     assert_only_hits("tiered/l1_hit/lru", &lru.stats());
 
@@ -126,27 +134,26 @@ fn run(c: &mut Criterion, url: &str, prefix: &str) -> Result<(), String> {
         Ok::<_, String>((tiered(url, prefix, 1).await?, redis(url, prefix).await?))
     })?;
     g.bench_function("l2_hit/tiered", |b| {
-        b.iter_custom(|iters| {
-            sequential(&seq, iters, |n| {
-                let k = &keys[n];
-                let cache = &tiered_l2;
-                async move {
-                    black_box(cache.fetch(k, miss).await.ok());
-                }
-            })
-        })
+        b.iter_custom(|n| sequential(&seq, n, |k| fetch_one(&tiered_l2, &keys[k])))
     });
     g.bench_function("l2_hit/redis", |b| {
-        b.iter_custom(|iters| {
-            sequential(&seq, iters, |n| {
-                let k = &keys[n];
-                let cache = &plain;
-                async move {
-                    black_box(cache.fetch(k, miss).await.ok());
-                }
-            })
-        })
+        b.iter_custom(|n| sequential(&seq, n, |k| fetch_one(&plain, &keys[k])))
     });
+    interleaved(
+        "tiered/l2_hit",
+        &[
+            (
+                "tiered",
+                Box::new(|n| sequential(&seq, n, |k| fetch_one(&tiered_l2, &keys[k]))),
+            ),
+            (
+                "redis",
+                Box::new(|n| sequential(&seq, n, |k| fetch_one(&plain, &keys[k]))),
+            ),
+        ],
+        ROUNDS,
+        L2_CALLS_PER_ROUND,
+    );
     assert_only_hits("tiered/l2_hit/tiered", &tiered_l2.stats());
     assert_only_hits("tiered/l2_hit/redis", &plain.stats());
 
@@ -250,6 +257,30 @@ where
         }
         start.elapsed()
     })
+}
+
+/// `n` L1 hits through `cache`, polled without an executor (see the module docs).
+fn hits<'a, S: Store<String>>(cache: &'a EchoCache<String, S>, keys: &'a [String]) -> Runner<'a> {
+    Box::new(move |n| {
+        let start = Instant::now();
+        for i in 0..n as usize {
+            black_box(
+                ready(cache.fetch(&keys[i % KEYS], || async { Ok::<_, Never>(String::new()) }))
+                    .ok(),
+            );
+        }
+        start.elapsed()
+    })
+}
+
+/// One fetch through `cache` (a hit in the L2 benches).
+async fn fetch_one<S: Store<String>>(cache: &EchoCache<String, S>, key: &str) {
+    black_box(
+        cache
+            .fetch(key, || async { Ok::<_, Never>(String::from("loaded")) })
+            .await
+            .ok(),
+    );
 }
 
 /// A cache the hot-key bench fetches through, behind one type.

@@ -150,3 +150,46 @@ pub fn assert_only_hits(bench: &str, stats: &echocache_core::Stats) {
         stats.store_errors
     );
 }
+
+/// Runs a path `iters` times and returns the time of those `iters` calls.
+pub type Runner<'a> = Box<dyn Fn(u64) -> std::time::Duration + 'a>;
+
+/// Runs every path in `rounds` short rounds, the paths one after the other in each round
+/// (from a different first path each round), and records, for each path, its time relative
+/// to the last path (the reference) as the median of the per-round ratios,
+/// `ratio/{prefix}/{path}`, and its median time per call (ns),
+/// `interleaved/{prefix}/{path}`.
+///
+/// Criterion measures the paths one after the other over several seconds each, so a
+/// change in the machine's load between two of them (other builds, the server, another
+/// tenant of the host) skews their ratio; paths measured side by side in every round see
+/// the same conditions.
+pub fn interleaved(
+    prefix: &str,
+    paths: &[(&str, Runner<'_>)],
+    rounds: usize,
+    calls_per_round: u64,
+) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); paths.len()];
+    let mut per_call: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); paths.len()];
+    let mut times = vec![std::time::Duration::ZERO; paths.len()];
+    for round in 0..rounds.max(1) {
+        for k in 0..paths.len() {
+            let p = (round + k) % paths.len();
+            times[p] = (paths[p].1)(calls_per_round);
+        }
+        let reference = times[paths.len() - 1].as_secs_f64();
+        for (p, t) in times.iter().enumerate() {
+            ratios[p].push(t.as_secs_f64() / reference);
+            per_call[p].push(t.as_secs_f64() * 1e9 / calls_per_round as f64);
+        }
+    }
+    for (((path, _), r), t) in paths.iter().zip(ratios).zip(per_call) {
+        record(&format!("ratio/{prefix}/{path}"), median(r));
+        record(&format!("interleaved/{prefix}/{path}"), median(t));
+    }
+}

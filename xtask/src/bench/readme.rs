@@ -130,12 +130,14 @@ fn table(est: &BTreeMap<String, Estimate>, figures: &BTreeMap<String, f64>, quic
             "per fetch",
         ),
     ] {
-        let ratio = match (m(tiered), m(alone)) {
-            (Some(a), Some(b)) if alone_name == "per fetch" => {
-                format!(" ({:.1}× the throughput)", b / a)
-            }
-            (Some(a), Some(b)) => format!(" ({:.2}×)", a / b),
-            _ => String::new(),
+        let (short_tiered, short_alone) = (
+            tiered.trim_start_matches("tiered/"),
+            alone.trim_start_matches("tiered/"),
+        );
+        let ratio = match super::tiered::ratio(est, figures, short_tiered, short_alone) {
+            Some(r) if alone_name == "per fetch" => format!(" ({:.1}× the throughput)", 1.0 / r),
+            Some(r) => format!(" ({r:.2}×)"),
+            None => String::new(),
         };
         let _ = writeln!(
             md,
