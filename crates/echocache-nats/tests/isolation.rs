@@ -10,18 +10,15 @@
 //! test creates its own bucket and deletes only that bucket at the end, even when it fails.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use echocache_core::codec::{DEFAULT_MAX_VALUE_BYTES, MessagePack, decode_entry};
-use echocache_core::{BuildError, EchoCache, Entry, Store};
+use echocache_core::{BuildError, Entry, Store};
 use echocache_nats::NatsStore;
+use echocache_testkit::isolation;
 
 mod bucket;
 use bucket::with_bucket;
-
-const LOCK_TTL: Duration = Duration::from_secs(30);
 
 /// Keys that look like a namespace, a separator or an encoding, plus, for a second prefix
 /// that extends the first by `extension` (`.v`, `.l`, …), keys spelling the second's
@@ -60,110 +57,6 @@ const PREFIX_PAIRS: &[(&str, &str, &str)] = &[
     ("=2E", "=2E.v", ".v"),
 ];
 
-/// Through the `Store` trait: `a` and `b` never read, overwrite, purge or lock each other's
-/// entries, for any of `keys`.
-async fn check_stores_isolated<S: Store<String>>(a: &S, b: &S, keys: &[String]) {
-    let at = SystemTime::now();
-    for k in keys {
-        a.set(k, &Entry::new(format!("a|{k}"), at)).await.unwrap();
-    }
-    for k in keys {
-        assert_eq!(b.get(k).await.unwrap(), None, "b sees a's {k:?}");
-    }
-    for k in keys {
-        b.set(k, &Entry::new(format!("b|{k}"), at)).await.unwrap();
-    }
-    for k in keys {
-        let got_a = a.get(k).await.unwrap().map(|e| e.value);
-        let got_b = b.get(k).await.unwrap().map(|e| e.value);
-        assert_eq!(got_a, Some(format!("a|{k}")), "a's {k:?}");
-        assert_eq!(got_b, Some(format!("b|{k}")), "b's {k:?}");
-    }
-    // Locks are per prefix too, and taking or releasing one leaves the data alone.
-    for k in keys {
-        let token_a = a.try_lock(k, LOCK_TTL).await.unwrap().expect("a locks");
-        let token_b = b
-            .try_lock(k, LOCK_TTL)
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("a's lock on {k:?} blocks b"));
-        assert!(a.try_lock(k, LOCK_TTL).await.unwrap().is_none(), "{k:?}");
-        // b's token does not release a's lock.
-        a.unlock(k, &token_b).await.unwrap();
-        assert!(a.try_lock(k, LOCK_TTL).await.unwrap().is_none(), "{k:?}");
-        b.unlock(k, &token_b).await.unwrap();
-        assert!(a.try_lock(k, LOCK_TTL).await.unwrap().is_none(), "{k:?}");
-        a.unlock(k, &token_a).await.unwrap();
-    }
-    // Removing b's entries leaves a's.
-    for k in keys {
-        b.remove(k).await.unwrap();
-    }
-    for k in keys {
-        assert_eq!(b.get(k).await.unwrap(), None, "b's {k:?} after remove");
-        let got_a = a.get(k).await.unwrap().map(|e| e.value);
-        assert_eq!(got_a, Some(format!("a|{k}")), "a's {k:?} after b's remove");
-    }
-}
-
-/// Through `EchoCache`: what one cache inserts, the other never returns; the other loads
-/// every key itself, and its invalidations leave the first cache's entries alone.
-async fn check_caches_isolated<S: Store<String>>(a: S, b: S, keys: &[String]) {
-    let cache_a = EchoCache::new(a);
-    let cache_b = EchoCache::new(b);
-    for k in keys {
-        cache_a.insert(k, format!("A|{k}")).await.unwrap();
-    }
-    let loads = Arc::new(AtomicUsize::new(0));
-    for k in keys {
-        let loads = loads.clone();
-        let value = format!("B|{k}");
-        let got = cache_b
-            .fetch(k, move || async move {
-                loads.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, std::io::Error>(value)
-            })
-            .await
-            .unwrap();
-        assert_eq!(got, format!("B|{k}"), "b's fetch of {k:?}");
-    }
-    assert_eq!(
-        loads.load(Ordering::SeqCst),
-        keys.len(),
-        "b loads every key"
-    );
-    let stats = cache_b.stats();
-    assert_eq!(stats.hits, 0, "{stats:?}");
-    for k in keys {
-        cache_b.invalidate(k).await.unwrap();
-        assert_eq!(
-            cache_a.get(k).await.unwrap(),
-            Some(format!("A|{k}")),
-            "a's {k:?} after b's invalidate"
-        );
-    }
-    // a still hits its own entries: its loader never runs.
-    for k in keys {
-        let got = cache_a
-            .fetch(k, || async {
-                Err::<String, _>(std::io::Error::other("a's entry should have been a hit"))
-            })
-            .await
-            .unwrap();
-        assert_eq!(got, format!("A|{k}"));
-    }
-    assert_eq!(cache_a.stats().loads, 0);
-    // Let b's writes land before the bucket is deleted (a cache hands the value to its
-    // callers before it writes it). The timeout only keeps a broken build from hanging CI.
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while cache_b.loads_in_flight() > 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("b's loads finish");
-}
-
 #[tokio::test]
 #[ignore = "needs NATS: cargo xtask test"]
 async fn stores_with_different_prefixes_never_share_entries_or_locks() {
@@ -181,7 +74,7 @@ async fn stores_with_different_prefixes_never_share_entries_or_locks() {
             for (first, second) in [forward, reverse] {
                 let a: NatsStore<String> = NatsStore::new(kv.clone(), &first).unwrap();
                 let b: NatsStore<String> = NatsStore::new(kv.clone(), &second).unwrap();
-                check_stores_isolated(&a, &b, &keys).await;
+                isolation::stores_are_isolated(&a, &b, &keys).await;
             }
         }
     })
@@ -238,9 +131,9 @@ async fn caches_with_different_prefixes_never_see_each_other() {
             // Each check under a token of its own, so that none meets the entries an
             // earlier one left under the same prefix; both directions.
             let (fa, fb) = (format!("f{i}.{pa}"), format!("f{i}.{pb}"));
-            check_caches_isolated(store(&fa), store(&fb), &keys).await;
+            isolation::caches_are_isolated(store(&fa), store(&fb), &keys).await;
             let (ra, rb) = (format!("r{i}.{pb}"), format!("r{i}.{pa}"));
-            check_caches_isolated(store(&ra), store(&rb), &keys).await;
+            isolation::caches_are_isolated(store(&ra), store(&rb), &keys).await;
         }
     })
     .await;

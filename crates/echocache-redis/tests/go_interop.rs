@@ -12,11 +12,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use echocache_core::test_util::{check_data_ops, check_exclusive_lock};
-use echocache_core::{EchoCache, Entry, LazyEchoCache, LockToken, ManualClock, Store};
+use echocache_core::{EchoCache, Entry, LazyEchoCache, ManualClock, Store};
 use echocache_redis::fred::prelude::*;
 use echocache_redis::{Json, RedisStore};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+mod ns;
+
+use ns::Ns;
 
 const TTL: Duration = Duration::from_secs(60);
 /// The lock token of the golden Go lock.
@@ -27,10 +31,6 @@ const T0_TEXT: &str = "2025-02-21T21:01:30.123456789Z";
 /// 2025-02-21T21:01:30.123456789Z.
 fn t0() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::new(1_740_171_690, 123_456_789)
-}
-
-fn url() -> String {
-    std::env::var("ECHOCACHE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// Go: `map[string]any{"name": "John", "age": 30}` or a struct with `json:"name"` tags.
@@ -49,28 +49,8 @@ struct Weather {
     tags: Option<Vec<String>>,
 }
 
-/// One test's corner of the server: a client and a unique prefix.
-struct Ns {
-    client: Client,
-    prefix: String,
-}
-
+/// The Go layout and Go's own commands, on this test's corner of the server.
 impl Ns {
-    async fn new(name: &str) -> Self {
-        let client = Builder::from_config(Config::from_url(&url()).expect("redis url"))
-            .with_performance_config(|c| c.default_command_timeout = Duration::from_secs(5))
-            .build()
-            .expect("client");
-        client.init().await.expect("connect to redis");
-        let random = LockToken::generate();
-        let ns = Self {
-            client,
-            prefix: format!("echocache-test-go-{name}-{}", &random.as_str()[..16]),
-        };
-        ns.cleanup().await;
-        ns
-    }
-
     fn envelope<V>(&self) -> RedisStore<V, Json> {
         RedisStore::go_echocache_compatible(&self.client, &self.prefix, TTL).expect("store")
     }
@@ -118,35 +98,6 @@ impl Ns {
         let lock_key = self.go_lock_key(key);
         if self.raw_get(&lock_key).await.as_deref() == Some(token) {
             self.client.del::<(), _>(&lock_key).await.expect("DEL");
-        }
-    }
-
-    async fn raw_get(&self, key: &str) -> Option<String> {
-        self.client.get(key).await.expect("raw GET")
-    }
-
-    async fn pttl(&self, key: &str) -> i64 {
-        self.client.pttl(key).await.expect("PTTL")
-    }
-
-    /// Deletes the keys under this test's prefix, and only those.
-    async fn cleanup(&self) {
-        let pattern = format!("{}:*", self.prefix);
-        let mut cursor = "0".to_owned();
-        loop {
-            let (next, keys): (String, Vec<String>) = self
-                .client
-                .scan_page(cursor, pattern.clone(), Some(1000), None)
-                .await
-                .expect("SCAN");
-            for key in keys {
-                assert!(key.starts_with(&self.prefix), "{key}");
-                self.client.del::<(), _>(key).await.expect("DEL");
-            }
-            if next == "0" {
-                break;
-            }
-            cursor = next;
         }
     }
 }

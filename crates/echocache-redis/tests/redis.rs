@@ -17,11 +17,11 @@ use echocache_core::{EchoCache, Entry, LazyEchoCache, LockToken, ManualClock, St
 use echocache_redis::fred::prelude::*;
 use echocache_redis::{Json, MessagePack, RedisStore};
 
-const TTL: Duration = Duration::from_secs(60);
+mod ns;
 
-fn url() -> String {
-    std::env::var("ECHOCACHE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
+use ns::{Ns, connect, url};
+
+const TTL: Duration = Duration::from_secs(60);
 
 /// A client as the crate docs recommend: reconnects for ever, commands time out.
 /// `start_while_down`: the first connection follows the reconnect policy too (use
@@ -43,31 +43,7 @@ fn builder(url: &str, command_timeout: Duration, start_while_down: bool) -> Buil
     builder
 }
 
-async fn connect() -> Client {
-    let client = builder(&url(), Duration::from_secs(5), false)
-        .build()
-        .expect("client");
-    client.init().await.expect("connect to redis");
-    client
-}
-
-/// One test's corner of the server: a client and a unique prefix.
-struct Ns {
-    client: Client,
-    prefix: String,
-}
-
 impl Ns {
-    async fn new(name: &str) -> Self {
-        let random = LockToken::generate();
-        let ns = Self {
-            client: connect().await,
-            prefix: format!("echocache-test-{name}-{}", &random.as_str()[..16]),
-        };
-        ns.cleanup().await;
-        ns
-    }
-
     fn store<V>(&self) -> RedisStore<V> {
         RedisStore::new(&self.client, &self.prefix, TTL).expect("store")
     }
@@ -85,37 +61,8 @@ impl Ns {
             .expect("raw SET");
     }
 
-    async fn raw_get(&self, key: &str) -> Option<String> {
-        self.client.get(key).await.expect("raw GET")
-    }
-
-    async fn pttl(&self, key: &str) -> i64 {
-        self.client.pttl(key).await.expect("PTTL")
-    }
-
     async fn exists(&self, key: &str) -> bool {
         self.client.exists::<i64, _>(key).await.expect("EXISTS") == 1
-    }
-
-    /// Deletes the keys under this test's prefix, and only those.
-    async fn cleanup(&self) {
-        let pattern = format!("{}:*", self.prefix);
-        let mut cursor = "0".to_owned();
-        loop {
-            let (next, keys): (String, Vec<String>) = self
-                .client
-                .scan_page(cursor, pattern.clone(), Some(1000), None)
-                .await
-                .expect("SCAN");
-            for key in keys {
-                assert!(key.starts_with(&self.prefix), "{key}");
-                self.client.del::<(), _>(key).await.expect("DEL");
-            }
-            if next == "0" {
-                break;
-            }
-            cursor = next;
-        }
     }
 }
 

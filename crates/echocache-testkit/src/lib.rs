@@ -6,6 +6,7 @@
 //! path, panics included.
 
 pub mod fleet;
+pub mod isolation;
 pub mod outage;
 pub mod tiered;
 
