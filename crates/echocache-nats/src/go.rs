@@ -64,7 +64,7 @@ impl<V> NatsStore<V, Json> {
     /// The bytes carry no time: entries read back as written at the epoch (never fresh
     /// to a `LazyEchoCache`, which should use the envelope format instead), and
     /// [`ttl`](NatsStore::ttl) has no effect. `try_lock` and `extend_lock` fail,
-    /// [`shares_locks`](Store::shares_locks) is `false`, so the caches dedupe loads within
+    /// [`shares_locks`](echocache_core::Store::shares_locks) is `false`, so the caches dedupe loads within
     /// the process only.
     ///
     /// # Errors

@@ -10,7 +10,7 @@ use fred::error::Error as FredError;
 use fred::interfaces::ClientLike;
 use fred::types::config::Options;
 
-/// The fred client a [`RedisStore`] sends its commands through: one [`Client`] or a
+/// The fred client a [`RedisStore`](crate::RedisStore) sends its commands through: one [`Client`] or a
 /// round-robin [`Pool`] of them.
 ///
 /// Both work against a single server, a replicated setup or Redis Cluster (the client's

@@ -105,7 +105,7 @@ impl<V> RedisStore<V, MessagePack> {
     ///
     /// [`RedisStore::connect`] builds and connects a client with safe defaults: use it
     /// unless you need a client of your own (a pool, TLS certificates, other timeouts, one
-    /// client for several stores). `client` is a fred [`Client`] or [`Pool`] (or a
+    /// client for several stores). `client` is a fred [`Client`](fred::clients::Client) or [`Pool`](fred::clients::Pool) (or a
     /// reference to one); start it yourself. Give it a command timeout, a reconnect policy
     /// that retries for ever, and `fail_fast: false` (started with `client.connect()`) if
     /// the process must start while Redis is down: see
@@ -166,7 +166,7 @@ impl<V, C> RedisStore<V, C> {
     ///
     /// # Default
     ///
-    /// [`MessagePack`] ([`Json`] for Go-compatible stores).
+    /// [`MessagePack`] ([`Json`](crate::Json) for Go-compatible stores).
     pub fn codec<C2: Codec>(self, codec: C2) -> RedisStore<V, C2> {
         RedisStore {
             conn: self.conn,

@@ -20,7 +20,7 @@ impl<V, C: Codec> NatsStore<V, C> {
     ///
     /// # Default
     ///
-    /// [`MessagePack`].
+    /// [`MessagePack`](echocache_core::codec::MessagePack).
     #[must_use]
     pub fn codec<C2: Codec>(self, codec: C2) -> NatsStore<V, C2> {
         NatsStore {
@@ -41,7 +41,7 @@ impl<V, C: Codec> NatsStore<V, C> {
     ///
     /// # Default
     ///
-    /// [`DEFAULT_MAX_VALUE_BYTES`] (16 MiB).
+    /// [`DEFAULT_MAX_VALUE_BYTES`](echocache_core::codec::DEFAULT_MAX_VALUE_BYTES) (16 MiB).
     ///
     /// A limit below the envelope's header (10 bytes) admits no entry: every `set` and
     /// every `get` of a present key then fails with a decode error, which the caches
